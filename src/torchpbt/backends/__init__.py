@@ -1,0 +1,52 @@
+"""Backends run member intervals; the controller makes every decision."""
+
+from __future__ import annotations
+
+import os
+
+from .base import Backend
+from .local import LocalBackend
+from .serial import SerialBackend
+from .worker import ClassRef, IntervalRunner, Outcome, Task, derive_seed, load_module_from_path
+
+
+def resolve_devices(devices: str | list[str] | None) -> list[str]:
+    """``None``/"cpu" → ["cpu"]; "auto" → every CUDA device, else CPU; a list is kept."""
+    import torch
+
+    if devices is None or devices == "cpu":
+        return ["cpu"]
+    if devices == "auto":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return [f"cuda:{i}" for i in range(n)] or ["cpu"]
+    if isinstance(devices, str):
+        devices = [devices]
+    out = []
+    for d in devices:
+        try:
+            torch.device(d)
+        except (RuntimeError, TypeError):
+            raise ValueError(
+                f"devices: {d!r} is not a torch device; use 'cpu', 'cuda:0', ... or 'auto'."
+            ) from None
+        out.append(str(d))
+    if not out:
+        raise ValueError("devices=[] names no device; use 'cpu' or 'auto'.")
+    return out
+
+
+def make_backend(kind: str, member_cls: type, checkpoint_dir: str, workers: int,
+                 devices: list[str]) -> Backend:
+    if kind == "serial":
+        return SerialBackend(member_cls, checkpoint_dir, devices[0])
+    return LocalBackend(member_cls, checkpoint_dir, workers, devices)
+
+
+def default_workers() -> int:
+    return os.cpu_count() or 1
+
+
+__all__ = [
+    "Backend", "ClassRef", "IntervalRunner", "LocalBackend", "Outcome", "SerialBackend", "Task",
+    "default_workers", "derive_seed", "load_module_from_path", "make_backend", "resolve_devices",
+]

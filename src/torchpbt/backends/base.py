@@ -1,0 +1,33 @@
+"""What the runner needs from a backend: submit interval tasks, collect outcomes."""
+
+from __future__ import annotations
+
+import abc
+
+from .worker import Outcome, Task
+
+
+class Backend(abc.ABC):
+    """Owns the processes that train members; makes no PBT decision."""
+
+    name: str = "backend"
+
+    @abc.abstractmethod
+    def submit(self, task: Task) -> None: ...
+
+    @abc.abstractmethod
+    def wait(self) -> list[Outcome]:
+        """Block until at least one submitted task has an outcome; every task gets one."""
+
+    @property
+    @abc.abstractmethod
+    def pending(self) -> int: ...
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,155 @@
+"""Train one member for one interval: the only code that runs user models.
+
+Used in-process by the serial backend and inside each process of the local
+backend. Live member objects are cached per process so a member that keeps
+training from its own last checkpoint does not pay for a reload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+import random
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..checkpoints import CheckpointDir
+from ..member import as_score, is_bad_loss
+
+
+@dataclass(frozen=True)
+class Task:
+    member_id: int
+    start_step: int
+    steps: int
+    hparams: dict[str, Any]
+    checkpoint: str | None
+    seed: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    member_id: int
+    start_step: int
+    end_step: int
+    score: float
+    loss: float | None
+    checkpoint: str | None
+    checkpoint_size: int
+    duration_s: float
+    worker: str
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.checkpoint is None
+
+
+@dataclass(frozen=True)
+class ClassRef:
+    """A picklable pointer to the member class, also for classes loaded from a file path."""
+
+    module: str
+    qualname: str
+    path: str | None
+
+    @classmethod
+    def of(cls, member_cls: type) -> ClassRef:
+        mod = sys.modules.get(member_cls.__module__)
+        return cls(member_cls.__module__, member_cls.__qualname__, getattr(mod, "__file__", None))
+
+    def resolve(self) -> type:
+        mod = sys.modules.get(self.module)
+        if mod is None:
+            try:
+                mod = importlib.import_module(self.module)
+            except ImportError:
+                if not self.path:
+                    raise
+                mod = load_module_from_path(self.path, self.module)
+        obj: Any = mod
+        for part in self.qualname.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+
+def load_module_from_path(path: str, name: str | None = None) -> Any:
+    """Import a .py file as a module (the CLI's ``torchpbt run FILE.py``)."""
+    name = name or "torchpbt_user_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def derive_seed(run_seed: int, member_id: int, step: int) -> int:
+    """Independent, reproducible seed per (run, member, interval)."""
+    h = hashlib.sha256(f"{run_seed}:{member_id}:{step}".encode()).digest()
+    return int.from_bytes(h[:4], "little")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class IntervalRunner:
+    """Runs tasks for one member class against one checkpoint directory."""
+
+    def __init__(self, member_cls: type, checkpoint_dir: str, device: str = "cpu") -> None:
+        self.member_cls, self.device = member_cls, device
+        self.checkpoints = CheckpointDir(checkpoint_dir)
+        self.name = f"{os.uname().nodename}:{os.getpid()}"
+        self._live: dict[int, tuple[Any, str | None]] = {}
+
+    def _member_for(self, task: Task) -> Any:
+        inst, current = self._live.pop(task.member_id, (None, None))
+        if inst is None or (task.checkpoint is None and current is not None):
+            inst = self.member_cls()
+            inst.device = self.device
+            inst.setup(dict(task.hparams))
+            current = None
+        if task.checkpoint is not None and task.checkpoint != current:
+            inst.load_state_dict(self.checkpoints.load(task.checkpoint))
+        inst.apply_hparams(dict(task.hparams))  # after the load: explored values win
+        return inst
+
+    def run(self, task: Task) -> Outcome:
+        t0 = time.perf_counter()
+        loss: float | None = None
+        end = task.start_step + task.steps
+        try:
+            seed_everything(task.seed)
+            inst = self._member_for(task)
+            raw_loss = inst.train(task.steps)
+            loss = None if raw_loss is None else float(raw_loss)
+            if is_bad_loss(loss):
+                return self._failed(task, t0, loss, f"training loss is {loss}")
+            score = as_score(inst.evaluate(), f"{self.member_cls.__name__}.evaluate()")
+            if not np.isfinite(score):
+                return self._failed(task, t0, loss, f"score is {score}", score)
+            key, size = self.checkpoints.save(inst.state_dict())
+        except Exception:
+            return self._failed(task, t0, loss, traceback.format_exc())
+        self._live[task.member_id] = (inst, key)
+        return Outcome(task.member_id, task.start_step, end, score, loss, key, size,
+                       time.perf_counter() - t0, self.name)
+
+    def _failed(
+        self, task: Task, t0: float, loss: float | None, error: str, score: float = float("nan")
+    ) -> Outcome:
+        self._live.pop(task.member_id, None)  # its in-memory state is not trustworthy
+        return Outcome(task.member_id, task.start_step, task.start_step + task.steps, score, loss,
+                       None, 0, time.perf_counter() - t0, self.name, error)

@@ -1,0 +1,91 @@
+"""Content-addressed, atomically written checkpoints.
+
+A checkpoint's file name is the SHA-256 of its bytes, so an exploit only hands
+the donor's key to the receiver (no bytes copied) and a damaged file is caught
+on load. Files are written to a temp name and renamed, so a crash never leaves a
+half-written checkpoint under a real name. Loading always uses
+``weights_only=True``: a checkpoint can hold tensors and plain values only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SUFFIX = ".pt"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, damaged, or holds something other than weights."""
+
+
+class CheckpointDir:
+    """A directory of checkpoints named by content hash."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def file(self, key: str) -> Path:
+        return self.path / f"{key}{SUFFIX}"
+
+    def save(self, state: Any) -> tuple[str, int]:
+        """Write ``state``; return (key, size in bytes). Identical states share one file."""
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        data = buf.getvalue()
+        key = hashlib.sha256(data).hexdigest()
+        target = self.file(key)
+        if not target.exists():
+            fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".tmp-", suffix=SUFFIX)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        return key, len(data)
+
+    def load(self, key: str, map_location: str | torch.device = "cpu") -> Any:
+        """Read and verify a checkpoint; never unpickles arbitrary objects."""
+        target = self.file(key)
+        try:
+            data = target.read_bytes()
+        except FileNotFoundError:
+            raise CheckpointError(f"checkpoint {key[:12]} is missing ({target})") from None
+        if hashlib.sha256(data).hexdigest() != key:
+            raise CheckpointError(f"checkpoint {key[:12]} is damaged: its content hash differs")
+        try:
+            return torch.load(io.BytesIO(data), weights_only=True, map_location=map_location)
+        except Exception as exc:  # pickle refused by weights_only, or a torch format error
+            raise CheckpointError(f"checkpoint {key[:12]} was refused: {exc}") from exc
+
+    def keys(self) -> set[str]:
+        return {p.name[: -len(SUFFIX)] for p in self.path.glob(f"*{SUFFIX}") if not p.name.startswith(".")}
+
+    def delete(self, key: str) -> None:
+        self.file(key).unlink(missing_ok=True)
+
+    def collect_garbage(self, referenced: Iterable[str]) -> list[str]:
+        """Delete every checkpoint and temp file not referenced; return deleted keys.
+
+        Only call this while no worker is writing (before or after a run):
+        a file a worker has just written is not referenced yet.
+        """
+        keep = set(referenced)
+        gone = sorted(self.keys() - keep)
+        for key in gone:
+            self.delete(key)
+        for tmp in self.path.glob(".tmp-*"):
+            tmp.unlink(missing_ok=True)
+        return gone

@@ -1,0 +1,92 @@
+"""Explore strategies: new hyperparameters from old ones, plus an audit record.
+
+Each strategy returns ``(new_hparams, operations)``; ``operations`` maps every
+hyperparameter to what was done to it (``"*1.2"``, ``"resample"``, ...) and
+is stored with the exploit event.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from .space import Space
+
+ExploreResult = tuple[dict[str, Any], dict[str, str]]
+ExploreFn = Callable[[Mapping[str, Any], Space, random.Random], Any]
+
+
+class Perturb:
+    """Multiply each value by a factor from ``factors``; resample with some probability."""
+
+    def __init__(
+        self, factors: Sequence[float] = (0.8, 1.2), resample_probability: float = 0.25
+    ) -> None:
+        fs = list(factors) if not isinstance(factors, (str, bytes)) else []
+        if not fs or any(
+            isinstance(f, bool) or not isinstance(f, (int, float)) or f <= 0 for f in fs
+        ):
+            raise ValueError(
+                f"Perturb(factors={factors!r}): give positive numbers such as (0.8, 1.2)."
+            )
+        if not (isinstance(resample_probability, (int, float)) and 0 <= resample_probability <= 1):
+            raise ValueError(
+                f"Perturb(resample_probability={resample_probability!r}): must be in [0, 1]."
+            )
+        self.factors = tuple(float(f) for f in fs)
+        self.resample_probability = float(resample_probability)
+
+    def __call__(
+        self, hparams: Mapping[str, Any], space: Space, rng: random.Random
+    ) -> ExploreResult:
+        new, ops = {}, {}
+        for name, dom in space.items():
+            if rng.random() < self.resample_probability:
+                new[name], ops[name] = dom.resample(rng), "resample"
+            else:
+                factor = self.factors[rng.randrange(len(self.factors))]
+                new[name], ops[name] = dom.perturb(hparams[name], factor, rng), f"*{factor:g}"
+        return new, ops
+
+    def __repr__(self) -> str:
+        return f"Perturb(factors={self.factors}, resample_probability={self.resample_probability})"
+
+
+class Resample:
+    """Draw every hyperparameter afresh from its prior."""
+
+    def __call__(
+        self, hparams: Mapping[str, Any], space: Space, rng: random.Random
+    ) -> ExploreResult:
+        return {n: d.resample(rng) for n, d in space.items()}, {n: "resample" for n in space}
+
+    def __repr__(self) -> str:
+        return "Resample()"
+
+
+def apply_explore(
+    explore: ExploreFn, hparams: Mapping[str, Any], space: Space, rng: random.Random
+) -> ExploreResult:
+    """Run any explore callable and force its output back into the space."""
+    out = explore(dict(hparams), space, rng)
+    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], Mapping):
+        new, ops = dict(out[0]), {k: str(v) for k, v in out[1].items()}
+    elif isinstance(out, Mapping):
+        new, ops = dict(out), {k: "custom" for k in out if out[k] != hparams.get(k)}
+    else:
+        raise TypeError(
+            f"explore {explore!r} returned {type(out).__name__}; return a dict of hparams "
+            "or (hparams, operations)."
+        )
+    space.check_names(new, f"explore {explore!r}")
+    merged = {**hparams, **new}
+    return {n: space[n].clip(merged[n]) for n in space}, ops
+
+
+def check_explore(explore: object) -> None:
+    if explore is not None and not callable(explore):
+        raise ValueError(
+            f"explore={explore!r} is not a strategy; use torchpbt.Perturb(), Resample(), None, "
+            "or a callable(hparams, space, rng) -> hparams or (hparams, operations)."
+        )

@@ -1,0 +1,152 @@
+"""What a population member is: the user's model behind five methods.
+
+A worker drives a member through one interval like this, always in this
+order, so a restored checkpoint can never overwrite freshly explored values::
+
+    member.setup(hparams)               # once per process, builds model/optimizer/data
+    member.load_state_dict(state)       # the member's own or the donor's checkpoint
+    member.apply_hparams(hparams)       # the explored values win
+    loss = member.train(steps)
+    score = member.evaluate()
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+REQUIRED_METHODS = ("setup", "train", "evaluate", "state_dict", "load_state_dict")
+
+
+class Member:
+    """Base class for a population member. Subclass it and fill in the five methods.
+
+    ``self.hparams`` always holds the values of the current interval and
+    ``self.device`` the device the backend chose (``"cpu"`` here).
+    """
+
+    device: str = "cpu"
+    hparams: dict[str, Any]
+
+    def setup(self, hparams: Mapping[str, Any]) -> None:
+        raise NotImplementedError
+
+    def train(self, steps: int) -> float | None:
+        """Train ``steps`` steps; may return the last loss (NaN/inf marks the member failed)."""
+        raise NotImplementedError
+
+    def evaluate(self) -> float:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        raise NotImplementedError
+
+    def apply_hparams(self, hparams: Mapping[str, Any]) -> None:
+        """Called after every load; override to push values into the model (e.g. dropout)."""
+        self.hparams = dict(hparams)
+
+
+class TorchMember(Member):
+    """A Member holding ``self.model`` and ``self.optimizer``.
+
+    Checkpoints hold the model's and optimizer's state dicts plus
+    :meth:`extra_state`. Hyperparameters whose names are optimizer
+    ``param_groups`` keys (``lr``, ``momentum``, ``weight_decay`` ...) are written
+    into every param group after each load; ``optimizer_hparams`` maps other
+    names explicitly, e.g. ``{"learning_rate": "lr"}``.
+    """
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    optimizer_hparams: Mapping[str, str] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "extra": self.extra_state(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.load_extra_state(state.get("extra", {}))
+
+    def extra_state(self) -> dict[str, Any]:
+        """Plain values (numbers, strings, tensors) to keep in the checkpoint."""
+        return {}
+
+    def load_extra_state(self, extra: Mapping[str, Any]) -> None:
+        pass
+
+    def optimizer_mapping(self, hparams: Mapping[str, Any]) -> dict[str, str]:
+        """hparam name → param_group key; explicit names must exist, or this fails loudly."""
+        group = self.optimizer.param_groups[0]
+        if self.optimizer_hparams is None:
+            return {n: n for n in hparams if n in group and not isinstance(group[n], tuple)}
+        mapping = dict(self.optimizer_hparams)
+        unknown = sorted(set(mapping) - set(hparams))
+        if unknown:
+            raise KeyError(
+                f"{type(self).__name__}.optimizer_hparams names unknown hyperparameter(s) "
+                f"{unknown}; the space has {sorted(hparams)}."
+            )
+        missing = sorted(k for k in mapping.values() if k not in group)
+        if missing:
+            raise KeyError(
+                f"{type(self.optimizer).__name__} has no param_group key(s) {missing}; "
+                f"it has {sorted(group)}. Fix {type(self).__name__}.optimizer_hparams."
+            )
+        return mapping
+
+    def apply_hparams(self, hparams: Mapping[str, Any]) -> None:
+        super().apply_hparams(hparams)
+        for name, key in self.optimizer_mapping(hparams).items():
+            for group in self.optimizer.param_groups:
+                group[key] = hparams[name]
+
+
+def check_member_class(member_cls: Any) -> None:
+    """Refuse a member class that cannot work, before any training starts."""
+    if not isinstance(member_cls, type):
+        raise TypeError(
+            f"member={member_cls!r} must be a class (subclass torchpbt.Member or TorchMember), "
+            "not an instance or function."
+        )
+    missing = [
+        name for name in REQUIRED_METHODS
+        if not callable(getattr(member_cls, name, None))
+        or getattr(member_cls, name) is getattr(Member, name, None)
+    ]
+    if missing:
+        raise TypeError(
+            f"{member_cls.__name__} does not implement {', '.join(missing)}; a member needs "
+            f"{', '.join(REQUIRED_METHODS)} (TorchMember provides state_dict/load_state_dict)."
+        )
+
+
+def as_score(value: Any, where: str) -> float:
+    """A member's evaluate() must return a real number; say so clearly if not."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"{where} returned {type(value).__name__} {value!r}; evaluate() must return "
+            "a float (e.g. accuracy, or loss with mode='min')."
+        )
+    return float(value)
+
+
+def is_bad_loss(loss: Any) -> bool:
+    if loss is None:
+        return False
+    try:
+        return not math.isfinite(float(loss))
+    except (TypeError, ValueError):
+        return False

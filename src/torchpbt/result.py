@@ -1,0 +1,113 @@
+"""What a run leaves behind, read back from its store."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import lineage
+from .store import SQLStore, StoreError
+
+DB_NAME = "torchpbt.db"
+
+
+def store_url_for(run_dir: str | Path) -> str:
+    return f"sqlite:///{Path(run_dir).resolve() / DB_NAME}"
+
+
+def open_run_store(run_dir: str | Path, storage: str | None = None) -> SQLStore:
+    """Open an existing run's store, with a clear message if there is none."""
+    run_dir = Path(run_dir)
+    if storage is None:
+        if not run_dir.is_dir():
+            raise StoreError(f"run directory {run_dir} does not exist; check the path.")
+        if not (run_dir / DB_NAME).is_file():
+            raise StoreError(
+                f"{run_dir} holds no {DB_NAME}; is it a torchpbt run directory?"
+            )
+        storage = store_url_for(run_dir)
+    return SQLStore(storage, create=False)
+
+
+@dataclass
+class Result:
+    """A finished (or running) run: members, scores, exploits, schedules."""
+
+    run_dir: Path
+    storage: str
+    run: dict[str, Any]
+    members: list[dict[str, Any]]
+    intervals: list[dict[str, Any]]
+    scores: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+
+    @classmethod
+    def load(cls, run_dir: str | Path, storage: str | None = None, name: str | None = None) -> Result:
+        store = open_run_store(run_dir, storage)
+        try:
+            run = store.find_run(name)
+            rid = run["id"]
+            return cls(Path(run_dir), store.url, run, store.members(rid), store.intervals(rid),
+                       store.scores(rid), store.events(rid))
+        finally:
+            store.close()
+
+    @property
+    def mode(self) -> str:
+        return self.run["config"]["mode"]
+
+    def _key(self, score: float | None) -> float:
+        if score is None or not math.isfinite(score):
+            return -math.inf
+        return score if self.mode == "max" else -score
+
+    @property
+    def best_member(self) -> dict[str, Any]:
+        """The member with the best latest score (ties: lowest id)."""
+        return max(self.members, key=lambda m: (self._key(m["score"]), -m["member_id"]))
+
+    @property
+    def best_member_id(self) -> int:
+        return self.best_member["member_id"]
+
+    @property
+    def best_score(self) -> float | None:
+        return self.best_member["score"]
+
+    @property
+    def best_hparams(self) -> dict[str, Any]:
+        return dict(self.best_member["hparams"])
+
+    @property
+    def best_checkpoint(self) -> Path | None:
+        key = self.best_member["checkpoint"]
+        return self.run_dir / "checkpoints" / f"{key}.pt" if key else None
+
+    @property
+    def exploits(self) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["kind"] == "exploit"]
+
+    def schedule(self, member_id: int | None = None) -> list[dict[str, Any]]:
+        """The hparams the member's final weights were trained with, across exploits."""
+        return lineage.schedule(self.intervals, self.best_member_id if member_id is None else member_id)
+
+    def lineage(self, member_id: int | None = None) -> list[int]:
+        return lineage.ancestors(self.intervals, self.best_member_id if member_id is None else member_id)
+
+    def member_scores(self, member_id: int) -> list[tuple[int, float | None]]:
+        return [(s["step"], s["score"]) for s in self.scores if s["member_id"] == member_id]
+
+    def hparam_history(self, member_id: int) -> list[tuple[int, dict[str, Any]]]:
+        """The member's own hparams per interval (its slot, not its weights' lineage)."""
+        return [(iv["start_step"], iv["hparams"]) for iv in self.intervals
+                if iv["member_id"] == member_id]
+
+    def initial_scores(self) -> list[float]:
+        """Each member's first valid score: how the initial population did."""
+        first: dict[int, float] = {}
+        for s in self.scores:
+            if s["score"] is not None and s["member_id"] not in first:
+                first[s["member_id"]] = s["score"]
+        return list(first.values())

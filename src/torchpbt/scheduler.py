@@ -1,0 +1,298 @@
+"""PBT decisions: reports in, decisions out. No I/O, no torch.
+
+A worker trains a member for one interval and *reports* (step, score,
+checkpoint key). The scheduler answers with *decisions*: train on, copy a donor
+(exploit) and explore, re-initialise, or stop. Two small classes share the
+bookkeeping: ``AsyncScheduler`` (the paper's: a ready member decides at once
+against the latest scores of the others) and ``SyncScheduler`` (generational:
+decisions wait for the whole generation and use one frozen snapshot).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .exploit import MemberView, pick_replacement, quantile_count
+from .explore import apply_explore
+from .space import Space
+
+
+@dataclass(frozen=True)
+class Report:
+    """A member reached a ready point (or its interval failed)."""
+
+    member_id: int
+    step: int
+    score: float
+    checkpoint: str | None
+    failed: bool = False
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a member does next. ``action`` is start, continue, exploit, reinit or stop."""
+
+    member_id: int
+    step: int
+    action: str
+    hparams: dict[str, Any]
+    checkpoint: str | None
+    train_steps: int
+    donor_id: int | None = None
+    donor_step: int | None = None
+    old_hparams: dict[str, Any] | None = None
+    operations: dict[str, str] | None = None
+    reason: str = ""
+
+
+@dataclass
+class MemberState:
+    member_id: int
+    hparams: dict[str, Any]
+    step: int = 0
+    checkpoint: str | None = None
+    history: list[float] = field(default_factory=list)  # oriented: higher is better
+    done: bool = False
+
+    @property
+    def latest(self) -> float | None:
+        return self.history[-1] if self.history else None
+
+
+@dataclass(frozen=True)
+class PBTConfig:
+    population: int
+    ready_every: int
+    steps: int
+    mode: str = "max"
+    burn_in: int = 0
+    inherit_hparams: bool = True
+    explore_when: str = "exploit"  # or "ready": explore at every ready point
+
+    def __post_init__(self) -> None:
+        for name in ("population", "ready_every", "steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"{name}={v!r} must be an int.")
+        if self.population < 2:
+            raise ValueError(
+                f"population={self.population}: PBT needs at least 2 members to exploit."
+            )
+        if self.ready_every <= 0:
+            raise ValueError(
+                f"ready_every={self.ready_every}: give a positive number of steps between ready points."
+            )
+        if self.steps <= 0:
+            raise ValueError(f"steps={self.steps}: give a positive per-member step budget.")
+        if self.mode not in ("max", "min"):
+            raise ValueError(f"mode={self.mode!r}: use 'max' (higher score is better) or 'min'.")
+        if isinstance(self.burn_in, bool) or not isinstance(self.burn_in, int) or self.burn_in < 0:
+            raise ValueError(f"burn_in={self.burn_in!r}: give a non-negative number of steps.")
+        if self.explore_when not in ("exploit", "ready"):
+            raise ValueError(
+                f"explore_when={self.explore_when!r}: use 'exploit' (explore after a copy) or 'ready'."
+            )
+
+
+def orient(score: float, mode: str) -> float:
+    """Higher-is-better view of a score; NaN/inf and non-numbers rank last."""
+    try:
+        s = float(score)
+    except (TypeError, ValueError):
+        return -math.inf
+    if not math.isfinite(s):
+        return -math.inf
+    return s if mode == "max" else -s
+
+
+class _Scheduler:
+    def __init__(
+        self,
+        space: Space,
+        config: PBTConfig,
+        exploit: Any,
+        explore: Any,
+        seed: int = 0,
+        initial_hparams: Sequence[Mapping[str, Any]] | None = None,
+    ) -> None:
+        self.space, self.config = space, config
+        self.exploit, self.explore = exploit, explore
+        self.rng = random.Random(seed)
+        if initial_hparams is not None:
+            if len(initial_hparams) != config.population:
+                raise ValueError(
+                    f"initial_hparams has {len(initial_hparams)} entries; give one per member "
+                    f"(population={config.population})."
+                )
+            hps = [space.validate(h, f"initial_hparams[{i}]") for i, h in enumerate(initial_hparams)]
+        else:
+            hps = [space.sample(self.rng) for _ in range(config.population)]
+        self.members = {i: MemberState(i, hp) for i, hp in enumerate(hps)}
+
+    # -- public -------------------------------------------------------------
+    def start(self) -> list[Decision]:
+        return [
+            Decision(m.member_id, 0, "start", dict(m.hparams), None, self._next_steps(m))
+            for m in self.members.values()
+        ]
+
+    def report(self, report: Report) -> list[Decision]:
+        raise NotImplementedError
+
+    @property
+    def finished(self) -> bool:
+        return all(m.done for m in self.members.values())
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-able state so a crashed controller can resume the experiment."""
+        version, internal, gauss = self.rng.getstate()
+        return {
+            "rng": [version, list(internal), gauss],
+            "members": [
+                {"member_id": m.member_id, "hparams": m.hparams, "step": m.step,
+                 "checkpoint": m.checkpoint, "history": m.history, "done": m.done}
+                for m in self.members.values()
+            ],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        for d in state["members"]:
+            self.members[d["member_id"]] = MemberState(
+                d["member_id"], self.space.coerce(d["hparams"]), d["step"], d["checkpoint"],
+                [float(x) for x in d["history"]], d["done"],
+            )
+
+    # -- shared decision logic -----------------------------------------------
+    def _next_steps(self, m: MemberState) -> int:
+        return min(self.config.ready_every, self.config.steps - m.step)
+
+    def _record(self, report: Report) -> MemberState:
+        m = self.members[report.member_id]
+        if m.done:
+            raise ValueError(f"member {m.member_id} reported after it finished")
+        m.step = report.step
+        if report.failed:
+            m.history.append(-math.inf)
+        else:
+            m.checkpoint = report.checkpoint
+            m.history.append(orient(report.score, self.config.mode))
+        return m
+
+    def snapshot(self) -> list[MemberView]:
+        """Latest score of every member that has one: the population exploit sees."""
+        return [
+            MemberView(m.member_id, m.step, m.history[-1], tuple(m.history))
+            for m in self.members.values()
+            if m.history and m.checkpoint is not None
+        ]
+
+    def _frozen(self) -> dict[int, tuple[str | None, dict[str, Any], int]]:
+        """Donor states as of the snapshot, so copies made in a batch cannot leak into it."""
+        return {m.member_id: (m.checkpoint, dict(m.hparams), m.step) for m in self.members.values()}
+
+    def _decide(
+        self,
+        m: MemberState,
+        population: Sequence[MemberView],
+        frozen: Mapping[int, tuple[str | None, dict[str, Any], int]],
+    ) -> Decision:
+        cfg = self.config
+        if m.step >= cfg.steps:
+            m.done = True
+            return Decision(m.member_id, m.step, "stop", dict(m.hparams), m.checkpoint, 0)
+        me = MemberView(m.member_id, m.step, m.history[-1], tuple(m.history))
+        failed = not math.isfinite(me.score)
+        donor_id, reason = None, ""
+        if failed:
+            q = getattr(self.exploit, "quantile", 0.25) or 0.25
+            donor_id = pick_replacement(me, population, self.rng, q)
+            reason = "failed"
+            if donor_id is None:
+                return self._reinit(m)
+        elif m.step >= cfg.burn_in and self.exploit is not None:
+            donor_id = self.exploit(me, population, self.rng)
+            reason = "exploit"
+        if donor_id is None:
+            if cfg.explore_when == "ready" and self.explore is not None:
+                old = dict(m.hparams)
+                m.hparams, ops = apply_explore(self.explore, m.hparams, self.space, self.rng)
+                return Decision(m.member_id, m.step, "explore", dict(m.hparams), m.checkpoint,
+                                self._next_steps(m), old_hparams=old, operations=ops)
+            return Decision(m.member_id, m.step, "continue", dict(m.hparams), m.checkpoint,
+                            self._next_steps(m))
+        d_ckpt, d_hparams, d_step = frozen[donor_id]
+        if d_ckpt is None:
+            raise RuntimeError(f"donor {donor_id} has no checkpoint")  # snapshot guarantees one
+        old = dict(m.hparams)
+        base = dict(d_hparams) if cfg.inherit_hparams else dict(m.hparams)
+        ops: dict[str, str] = {}
+        if self.explore is not None:
+            base, ops = apply_explore(self.explore, base, self.space, self.rng)
+        m.hparams, m.checkpoint, m.history = base, d_ckpt, []
+        return Decision(m.member_id, m.step, "exploit", dict(base), d_ckpt,
+                        self._next_steps(m), donor_id=donor_id, donor_step=d_step,
+                        old_hparams=old, operations=ops, reason=reason)
+
+    def _reinit(self, m: MemberState) -> Decision:
+        """No healthy member to copy: start this one afresh from the prior."""
+        old = dict(m.hparams)
+        m.hparams, m.checkpoint, m.history = self.space.sample(self.rng), None, []
+        return Decision(m.member_id, m.step, "reinit", dict(m.hparams), None, self._next_steps(m),
+                        old_hparams=old, operations={n: "resample" for n in self.space},
+                        reason="failed, no healthy donor")
+
+
+class AsyncScheduler(_Scheduler):
+    """The paper's asynchronous PBT: nobody waits; decide against the latest scores."""
+
+    def report(self, report: Report) -> list[Decision]:
+        m = self._record(report)
+        return [self._decide(m, self.snapshot(), self._frozen())]
+
+
+class SyncScheduler(_Scheduler):
+    """Generational PBT: decide for a whole generation at once from one frozen snapshot.
+
+    A failed interval still reports (as a failure), so one dead member never
+    hangs the generation.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._waiting: dict[int, MemberState] = {}
+
+    def report(self, report: Report) -> list[Decision]:
+        m = self._record(report)
+        self._waiting[m.member_id] = m
+        active = [x for x in self.members.values() if not x.done]
+        if len(self._waiting) < len(active):
+            return []
+        population, frozen = self.snapshot(), self._frozen()  # before anyone copies anyone
+        batch, self._waiting = sorted(self._waiting.values(), key=lambda x: x.member_id), {}
+        return [self._decide(x, population, frozen) for x in batch]
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["waiting"] = sorted(self._waiting)
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._waiting = {i: self.members[i] for i in state.get("waiting", [])}
+
+
+def make_scheduler(sync: bool, *args: Any, **kwargs: Any) -> _Scheduler:
+    return (SyncScheduler if sync else AsyncScheduler)(*args, **kwargs)
+
+
+__all__ = [
+    "AsyncScheduler", "Decision", "MemberState", "PBTConfig", "Report", "SyncScheduler",
+    "make_scheduler", "orient", "quantile_count",
+]

@@ -1,0 +1,9 @@
+"""Persistent record of runs: a documented contract and its SQLAlchemy implementation."""
+
+from .base import SCHEMA_VERSION, BaseStore, EventRecord, IntervalRecord, MemberUpdate, StoreError
+from .sql import SQLStore, open_store
+
+__all__ = [
+    "SCHEMA_VERSION", "BaseStore", "EventRecord", "IntervalRecord", "MemberUpdate", "SQLStore",
+    "StoreError", "open_store",
+]

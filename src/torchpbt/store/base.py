@@ -1,0 +1,121 @@
+"""The store contract: what every storage backend promises.
+
+Rules every implementation keeps (a shared test case checks each one):
+
+1. **One writer per run.** Only the controller writes a run; readers
+   (``status``, ``export``, reports) may read while it runs.
+2. **Atomic steps.** :meth:`BaseStore.record` writes an interval, its score,
+   its checkpoint, the decisions it led to, the members' new state and the
+   scheduler's state in *one* transaction: after a crash the store holds
+   either all of a step or none of it.
+3. **Types survive.** Hyperparameters are stored as JSON and come back with
+   the same Python types (int stays int, float stays float). Non-finite scores
+   are stored as ``None`` with ``valid=False``; nothing is silently dropped.
+4. **Append-only history.** Intervals, scores and events are never updated or
+   deleted; only ``members``, ``runs.scheduler_state`` and checkpoint
+   ``deleted`` flags change.
+5. **Versioned schema.** A store refuses to open a database written by a
+   newer schema version, with a message saying to upgrade torchpbt.
+6. **Reads return plain dicts** of JSON-able values, ordered by insertion.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or does not hold what was asked for."""
+
+
+@dataclass
+class IntervalRecord:
+    member_id: int
+    start_step: int
+    end_step: int
+    hparams: dict[str, Any]
+    start_checkpoint: str | None
+    end_checkpoint: str | None
+    score: float | None
+    loss: float | None = None
+    duration_s: float = 0.0
+    worker: str = ""
+    error: str | None = None
+    checkpoint_size: int = 0
+
+
+@dataclass
+class EventRecord:
+    kind: str  # start | continue | explore | exploit | reinit | stop | fail
+    member_id: int
+    step: int
+    donor_id: int | None = None
+    donor_step: int | None = None
+    old_hparams: dict[str, Any] | None = None
+    new_hparams: dict[str, Any] | None = None
+    operations: dict[str, str] | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MemberUpdate:
+    member_id: int
+    hparams: dict[str, Any]
+    step: int
+    checkpoint: str | None
+    status: str  # training | done | failed
+    parent_id: int | None = None
+    exploited: bool = False
+
+
+class BaseStore(abc.ABC):
+    """Persistent record of PBT runs. See the module docstring for the rules."""
+
+    url: str
+
+    @abc.abstractmethod
+    def create_run(
+        self, name: str, config: Mapping[str, Any], space: Mapping[str, Any],
+        members: Sequence[MemberUpdate],
+    ) -> int:
+        """Create a run and its members; refuse a name that exists."""
+
+    @abc.abstractmethod
+    def find_run(self, name: str | None = None) -> dict[str, Any]:
+        """The run called ``name`` (or the only/latest run when ``None``)."""
+
+    @abc.abstractmethod
+    def record(
+        self,
+        run_id: int,
+        interval: IntervalRecord | None,
+        events: Sequence[EventRecord],
+        members: Sequence[MemberUpdate],
+        scheduler_state: Mapping[str, Any] | None = None,
+        deleted_checkpoints: Sequence[str] = (),
+        status: str | None = None,
+    ) -> None:
+        """Write one step of the run atomically (rule 2)."""
+
+    @abc.abstractmethod
+    def members(self, run_id: int) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    def intervals(self, run_id: int) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    def scores(self, run_id: int) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    def events(self, run_id: int) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    def checkpoints(self, run_id: int, include_deleted: bool = False) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...

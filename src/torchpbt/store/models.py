@@ -1,0 +1,108 @@
+"""SQLAlchemy 2 tables. Portable types only (JSON, Float, Integer, String) so the
+same models serve SQLite and PostgreSQL; every table carries ``run_id`` so one
+PostgreSQL database can hold many runs."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    __tablename__ = "torchpbt_meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256))
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(256), unique=True)
+    status: Mapped[str] = mapped_column(String(32), default="running")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    config: Mapped[dict] = mapped_column(JSON)
+    space: Mapped[dict] = mapped_column(JSON)
+    scheduler_state: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+
+
+class MemberRow(Base):
+    __tablename__ = "members"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    member_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hparams: Mapped[dict] = mapped_column(JSON)
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    checkpoint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[str] = mapped_column(String(32), default="training")
+    parent_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    exploits: Mapped[int] = mapped_column(Integer, default=0)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class IntervalRow(Base):
+    __tablename__ = "intervals"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
+    member_id: Mapped[int] = mapped_column(Integer)
+    start_step: Mapped[int] = mapped_column(Integer)
+    end_step: Mapped[int] = mapped_column(Integer)
+    hparams: Mapped[dict] = mapped_column(JSON)
+    start_checkpoint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    end_checkpoint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    duration_s: Mapped[float] = mapped_column(Float, default=0.0)
+    worker: Mapped[str] = mapped_column(String(128), default="")
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    __table_args__ = (Index("ix_intervals_run_member", "run_id", "member_id"),)
+
+
+class ScoreRow(Base):
+    __tablename__ = "scores"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
+    member_id: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    valid: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    __table_args__ = (Index("ix_scores_run_member", "run_id", "member_id"),)
+
+
+class EventRow(Base):
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    member_id: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(Integer)
+    donor_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    donor_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    old_hparams: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    new_hparams: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    operations: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    __table_args__ = (Index("ix_events_run", "run_id", "id"),)
+
+
+class CheckpointRow(Base):
+    __tablename__ = "checkpoints"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    member_id: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

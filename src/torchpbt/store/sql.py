@@ -1,0 +1,199 @@
+"""The SQLAlchemy implementation of the store contract (SQLite now, PostgreSQL by URL)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import create_engine, event, inspect, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from .base import SCHEMA_VERSION, BaseStore, EventRecord, IntervalRecord, MemberUpdate, StoreError
+from .models import (
+    Base, CheckpointRow, EventRow, IntervalRow, MemberRow, Meta, Run, ScoreRow, utcnow,
+)
+
+
+def _finite(x: float | None) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers (status/report) never block the run
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def _row(obj: Any) -> dict[str, Any]:
+    out = {c.key: getattr(obj, c.key) for c in inspect(obj).mapper.column_attrs}
+    for k, v in out.items():
+        if hasattr(v, "isoformat"):
+            out[k] = v.isoformat()
+    return out
+
+
+class SQLStore(BaseStore):
+    """Store on any SQLAlchemy URL; ``sqlite:///path/torchpbt.db`` by default."""
+
+    def __init__(self, url: str, create: bool = True) -> None:
+        self.url = url
+        try:
+            self.engine: Engine = create_engine(url, future=True)
+        except Exception as exc:  # bad URL syntax or missing driver
+            raise StoreError(
+                f"cannot use store URL {url!r}: {exc}. Use sqlite:///PATH or "
+                "postgresql+psycopg://USER@HOST/DB."
+            ) from exc
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+        try:
+            self._check_schema(create)
+        except OperationalError as exc:
+            raise StoreError(
+                f"cannot connect to store {url!r}: {exc.orig}. Check the URL, that the "
+                "database server runs and that the directory is writable."
+            ) from exc
+
+    def _check_schema(self, create: bool) -> None:
+        insp = inspect(self.engine)
+        if insp.has_table(Meta.__tablename__):
+            with Session(self.engine) as s:
+                row = s.get(Meta, "schema_version")
+            version = int(row.value) if row else 0
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"store {self.url!r} has schema version {version}, newer than this "
+                    f"torchpbt's {SCHEMA_VERSION}; upgrade torchpbt to read it."
+                )
+            return
+        if not create:
+            raise StoreError(f"store {self.url!r} holds no torchpbt run; check the path.")
+        Base.metadata.create_all(self.engine)
+        with Session(self.engine) as s, s.begin():
+            s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+
+    # -- writes -------------------------------------------------------------
+    def create_run(
+        self, name: str, config: Mapping[str, Any], space: Mapping[str, Any],
+        members: Sequence[MemberUpdate],
+    ) -> int:
+        try:
+            with self._session() as s, s.begin():
+                run = Run(name=name, config=dict(config), space=dict(space))
+                s.add(run)
+                s.flush()
+                for m in members:
+                    s.add(MemberRow(run_id=run.id, member_id=m.member_id, hparams=dict(m.hparams),
+                                    step=m.step, checkpoint=m.checkpoint, status=m.status))
+                return run.id
+        except IntegrityError:
+            raise StoreError(
+                f"a run named {name!r} already exists in {self.url}; resume it or pick a new name."
+            ) from None
+
+    def record(
+        self,
+        run_id: int,
+        interval: IntervalRecord | None,
+        events: Sequence[EventRecord],
+        members: Sequence[MemberUpdate],
+        scheduler_state: Mapping[str, Any] | None = None,
+        deleted_checkpoints: Sequence[str] = (),
+        status: str | None = None,
+    ) -> None:
+        with self._session() as s, s.begin():
+            if interval is not None:
+                iv = interval
+                s.add(IntervalRow(
+                    run_id=run_id, member_id=iv.member_id, start_step=iv.start_step,
+                    end_step=iv.end_step, hparams=dict(iv.hparams),
+                    start_checkpoint=iv.start_checkpoint, end_checkpoint=iv.end_checkpoint,
+                    score=_finite(iv.score), loss=_finite(iv.loss), duration_s=iv.duration_s,
+                    worker=iv.worker, error=iv.error,
+                ))
+                s.add(ScoreRow(run_id=run_id, member_id=iv.member_id, step=iv.end_step,
+                               score=_finite(iv.score), valid=_finite(iv.score) is not None))
+                if iv.end_checkpoint and s.get(CheckpointRow, (run_id, iv.end_checkpoint)) is None:
+                    s.add(CheckpointRow(run_id=run_id, key=iv.end_checkpoint, member_id=iv.member_id,
+                                        step=iv.end_step, size=iv.checkpoint_size))
+            for ev in events:
+                s.add(EventRow(
+                    run_id=run_id, kind=ev.kind, member_id=ev.member_id, step=ev.step,
+                    donor_id=ev.donor_id, donor_step=ev.donor_step, old_hparams=ev.old_hparams,
+                    new_hparams=ev.new_hparams, operations=ev.operations, detail=dict(ev.detail),
+                ))
+            for m in members:
+                row = s.get(MemberRow, (run_id, m.member_id))
+                if row is None:
+                    raise StoreError(f"run {run_id} has no member {m.member_id}")
+                row.hparams, row.step, row.checkpoint, row.status = (
+                    dict(m.hparams), m.step, m.checkpoint, m.status)
+                if m.exploited:
+                    row.parent_id, row.exploits = m.parent_id, row.exploits + 1
+                if interval is not None and m.member_id == interval.member_id:
+                    row.score = _finite(interval.score)
+            for key in deleted_checkpoints:
+                row = s.get(CheckpointRow, (run_id, key))
+                if row is not None:
+                    row.deleted = True
+            run = s.get(Run, run_id)
+            if run is None:
+                raise StoreError(f"no run with id {run_id} in {self.url}")
+            if scheduler_state is not None:
+                run.scheduler_state = dict(scheduler_state)
+            if status is not None:
+                run.status = status
+            run.updated_at = utcnow()
+
+    # -- reads --------------------------------------------------------------
+    def find_run(self, name: str | None = None) -> dict[str, Any]:
+        with self._session() as s:
+            q = select(Run).order_by(Run.id.desc())
+            if name is not None:
+                q = q.where(Run.name == name)
+            run = s.scalars(q).first()
+        if run is None:
+            raise StoreError(
+                f"no run{' named ' + repr(name) if name else ''} in {self.url}; check the path."
+            )
+        return _row(run)
+
+    def _all(self, model: Any, run_id: int, *order: Any, **where: Any) -> list[dict[str, Any]]:
+        with self._session() as s:
+            q = select(model).where(model.run_id == run_id)
+            for k, v in where.items():
+                q = q.where(getattr(model, k) == v)
+            return [_row(r) for r in s.scalars(q.order_by(*order))]
+
+    def members(self, run_id: int) -> list[dict[str, Any]]:
+        return self._all(MemberRow, run_id, MemberRow.member_id)
+
+    def intervals(self, run_id: int) -> list[dict[str, Any]]:
+        return self._all(IntervalRow, run_id, IntervalRow.id)
+
+    def scores(self, run_id: int) -> list[dict[str, Any]]:
+        return self._all(ScoreRow, run_id, ScoreRow.id)
+
+    def events(self, run_id: int) -> list[dict[str, Any]]:
+        return self._all(EventRow, run_id, EventRow.id)
+
+    def checkpoints(self, run_id: int, include_deleted: bool = False) -> list[dict[str, Any]]:
+        where = {} if include_deleted else {"deleted": False}
+        return self._all(CheckpointRow, run_id, CheckpointRow.created_at, **where)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def open_store(url: str, create: bool = True) -> SQLStore:
+    return SQLStore(url, create=create)
