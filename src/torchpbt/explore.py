@@ -7,6 +7,7 @@ is stored with the exploit event.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -25,10 +26,11 @@ class Perturb:
     ) -> None:
         fs = list(factors) if not isinstance(factors, (str, bytes)) else []
         if not fs or any(
-            isinstance(f, bool) or not isinstance(f, (int, float)) or f <= 0 for f in fs
-        ):
+            isinstance(f, bool) or not isinstance(f, (int, float)) or not math.isfinite(f)
+            or f <= 0 for f in fs
+        ):  # a NaN factor would turn every perturbed value into NaN
             raise ValueError(
-                f"Perturb(factors={factors!r}): give positive numbers such as (0.8, 1.2)."
+                f"Perturb(factors={factors!r}): give finite positive numbers such as (0.8, 1.2)."
             )
         if not (isinstance(resample_probability, (int, float)) and 0 <= resample_probability <= 1):
             raise ValueError(

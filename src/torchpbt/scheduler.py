@@ -155,7 +155,9 @@ class _Scheduler:
             "rng": [version, list(internal), gauss],
             "members": [
                 {"member_id": m.member_id, "hparams": m.hparams, "step": m.step,
-                 "checkpoint": m.checkpoint, "history": m.history, "done": m.done}
+                 "checkpoint": m.checkpoint, "done": m.done,
+                 # strict JSON has no -Infinity (PostgreSQL rejects it): a failure is null
+                 "history": [x if math.isfinite(x) else None for x in m.history]}
                 for m in self.members.values()
             ],
         }
@@ -166,7 +168,7 @@ class _Scheduler:
         for d in state["members"]:
             self.members[d["member_id"]] = MemberState(
                 d["member_id"], self.space.coerce(d["hparams"]), d["step"], d["checkpoint"],
-                [float(x) for x in d["history"]], d["done"],
+                [-math.inf if x is None else float(x) for x in d["history"]], d["done"],
             )
 
     # -- shared decision logic -----------------------------------------------

@@ -16,6 +16,14 @@ from typing import Any
 JSONScalar = (str, int, float, bool, type(None))
 
 
+def _number(value: Any, where: str) -> float:
+    """A value as float; NaN has no place in a bounded range, so it is refused, not clipped."""
+    x = float(value)
+    if math.isnan(x):
+        raise SpaceError(f"{where}: got NaN; a hyperparameter value must be a number.")
+    return x
+
+
 class SpaceError(ValueError):
     """An invalid search-space definition or hyperparameter value."""
 
@@ -84,7 +92,7 @@ class Float(Domain):
         return self.clip(x + step)
 
     def clip(self, value: Any) -> float:
-        return float(min(max(float(value), self.low), self.high))
+        return float(min(max(_number(value, repr(self)), self.low), self.high))
 
     def contains(self, value: Any) -> bool:
         return isinstance(value, float) and self.low <= value <= self.high
@@ -118,7 +126,8 @@ class Int(Domain):
         if factor == 1.0:
             return self.clip(x)
         target = x * factor if self.log else x + (factor - 1.0) * max(abs(x), 1)
-        moved = round(target)
+        # a huge factor gives an inf target, which round() cannot take
+        moved = round(min(max(target, self.low - 1.0), self.high + 1.0))
         # int(x*0.8) ratchets small values to the bound; always move one unit
         # in the factor's direction instead.
         if factor > 1.0:
@@ -128,7 +137,9 @@ class Int(Domain):
         return self.clip(moved)
 
     def clip(self, value: Any) -> int:
-        return int(min(max(round(float(value)), self.low), self.high))
+        # an int stays exact (float() would round ints above 2**53)
+        v = value if isinstance(value, int) else round(_number(value, repr(self)))
+        return int(min(max(v, self.low), self.high))
 
     def contains(self, value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool) and self.low <= value <= self.high
@@ -252,6 +263,9 @@ class Space(Mapping[str, Domain]):
                 dom.low <= v <= dom.high  # type: ignore[attr-defined]
             ):
                 raise SpaceError(f"{where}: {name}={v!r} is outside {dom!r}.")
+            elif isinstance(dom, Int) and not float(v).is_integer():
+                # 2.5 silently becoming 2 would hide a mistake; 3.0 (from JSON) is fine
+                raise SpaceError(f"{where}: {name}={v!r} is not a whole number for {dom!r}.")
             out[name] = dom.coerce(v)
         return out
 

@@ -1,0 +1,106 @@
+"""Small members for tests: fast, deterministic, with knobs to make them fail."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import torchpbt as pbt
+
+SPACE = {
+    "lr": pbt.Float(1e-3, 1.0, log=True),
+    "momentum": pbt.Float(0.0, 0.9),
+    "batch_size": pbt.Int(4, 64, log=True),
+}
+
+
+def blobs(n: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=g)
+    centers = torch.tensor([[2.0, 0.0], [-2.0, 1.0], [0.0, -2.0]])
+    return centers[y] + torch.randn(n, 2, generator=g), y
+
+
+class TinyNet(pbt.TorchMember):
+    """A 2-layer classifier on 3 Gaussian blobs; records the lr it really trained with."""
+
+    def setup(self, hparams):
+        self.x, self.y = blobs()
+        self.model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 3))
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=hparams["lr"],
+                                         momentum=hparams["momentum"])
+        self.seen_lr = -1.0
+
+    def train(self, steps):
+        self.seen_lr = self.optimizer.param_groups[0]["lr"]
+        for _ in range(steps):
+            idx = torch.randint(len(self.y), (self.hparams["batch_size"],))
+            loss = F.cross_entropy(self.model(self.x[idx]), self.y[idx])
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+        return loss.item()
+
+    def evaluate(self):
+        with torch.no_grad():
+            return (self.model(self.x).argmax(1) == self.y).float().mean().item()
+
+    def extra_state(self):
+        return {"seen_lr": self.seen_lr}
+
+
+class Quadratic(pbt.Member):
+    """Score = -(x - target)^2 after steps of gradient descent with step size lr."""
+
+    def setup(self, hparams):
+        self.x = torch.tensor(5.0)
+
+    def train(self, steps):
+        for _ in range(steps):
+            self.x = self.x - self.hparams["lr"] * 2 * (self.x - 1.0)
+        return None
+
+    def evaluate(self):
+        return float(-((self.x - 1.0) ** 2))
+
+    def state_dict(self):
+        return {"x": self.x}
+
+    def load_state_dict(self, state):
+        self.x = state["x"].clone()
+
+
+QSPACE = {"lr": pbt.Float(1e-3, 0.5, log=True)}
+
+
+class NaNScore(Quadratic):
+    """Scores NaN whenever lr is above 0.3 (a diverged model)."""
+
+    def evaluate(self):
+        return float("nan") if self.hparams["lr"] > 0.3 else super().evaluate()
+
+
+class Boom(Quadratic):
+    """Raises inside train for members whose lr is above 0.2."""
+
+    def train(self, steps):
+        if self.hparams["lr"] > 0.2:
+            raise RuntimeError("boom: lr too high")
+        return super().train(steps)
+
+
+class DiesInWorker(Quadratic):
+    """Kills its own worker process when lr is above 0.3 (local backend only)."""
+
+    def train(self, steps):
+        if self.hparams["lr"] > 0.3 and os.environ.get("TORCHPBT_TEST_DIE") == "1":
+            os._exit(3)
+        return super().train(steps)
+
+
+class ReturnsText(Quadratic):
+    def evaluate(self):
+        return "good"

@@ -1,0 +1,78 @@
+"""Checkpoints: content-addressed, atomic, verified, weights only, garbage collected."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+
+import pytest
+import torch
+
+from torchpbt import CheckpointDir, CheckpointError
+
+
+def test_name_is_content_hash_and_identical_states_share_a_file(tmp_path):
+    cd = CheckpointDir(tmp_path)
+    key, size = cd.save({"w": torch.arange(4.0)})
+    data = cd.file(key).read_bytes()
+    assert key == hashlib.sha256(data).hexdigest() and size == len(data)
+    key2, _ = cd.save({"w": torch.arange(4.0)})
+    assert key2 == key and len(list(tmp_path.glob("*.pt"))) == 1
+    assert torch.equal(cd.load(key)["w"], torch.arange(4.0))
+
+
+def test_no_partial_file_under_a_real_name_when_write_fails(tmp_path, monkeypatch):
+    cd = CheckpointDir(tmp_path)
+
+    def fail_fsync(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", fail_fsync)
+    with pytest.raises(OSError, match="No space"):
+        cd.save({"w": torch.ones(3)})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_damaged_or_missing_checkpoint_is_detected(tmp_path):
+    cd = CheckpointDir(tmp_path)
+    key, _ = cd.save({"w": torch.ones(100)})
+    raw = bytearray(cd.file(key).read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    cd.file(key).write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="damaged"):
+        cd.load(key)
+    cd.file(key).write_bytes(bytes(raw[:50]))
+    with pytest.raises(CheckpointError, match="damaged"):
+        cd.load(key)
+    cd.delete(key)
+    with pytest.raises(CheckpointError, match="missing"):
+        cd.load(key)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_pickle_payload_that_runs_code_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    buf = io.BytesIO()
+    torch.save({"w": torch.ones(1), "evil": _Evil()}, buf)
+    data = buf.getvalue()
+    key = hashlib.sha256(data).hexdigest()  # a correct hash: only weights_only can stop it
+    cd = CheckpointDir(tmp_path / "ck")
+    cd.file(key).write_bytes(data)
+    with pytest.raises(CheckpointError, match="refused"):
+        cd.load(key)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_garbage_collection_keeps_only_referenced(tmp_path):
+    cd = CheckpointDir(tmp_path)
+    keys = [cd.save({"w": torch.full((2,), float(i))})[0] for i in range(4)]
+    (tmp_path / ".tmp-stray.pt").write_bytes(b"half")
+    gone = cd.collect_garbage(keys[:2])
+    assert sorted(gone) == sorted(keys[2:])
+    assert cd.keys() == set(keys[:2])
+    assert not (tmp_path / ".tmp-stray.pt").exists()

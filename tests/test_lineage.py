@@ -1,0 +1,36 @@
+"""The discovered schedule follows the weights across exploits (pure, plain rows)."""
+
+from torchpbt import lineage
+
+
+def iv(i, member, start, end, lr, start_ck, end_ck, score=0.5):
+    return {"id": i, "member_id": member, "start_step": start, "end_step": end,
+            "hparams": {"lr": lr}, "start_checkpoint": start_ck, "end_checkpoint": end_ck,
+            "score": score}
+
+
+ROWS = [
+    iv(1, 0, 0, 10, 0.1, None, "a1"),
+    iv(2, 1, 0, 10, 0.2, None, "b1"),
+    iv(3, 0, 10, 20, 0.1, "a1", "a2"),
+    iv(4, 1, 10, 20, 0.24, "a1", "b2"),  # member 1 copied member 0 at step 10
+    iv(5, 0, 20, 30, 0.1, "a2", None),   # a failed interval: no checkpoint
+    iv(6, 1, 20, 30, 0.24, "b2", "b3"),
+    iv(7, 0, 30, 40, 0.3, "b3", "a4"),   # member 0 copied member 1's step-30 weights
+]
+
+
+def test_trace_follows_checkpoints_across_members():
+    chain = lineage.trace(ROWS, 0)
+    assert [r["id"] for r in chain] == [1, 4, 6, 7]
+    assert lineage.ancestors(ROWS, 0) == [0, 1, 0]
+
+
+def test_schedule_is_in_the_weights_own_steps_and_merges_equal_runs():
+    s = lineage.schedule(ROWS, 0)
+    assert [(x["from_step"], x["to_step"], x["member_id"], x["hparams"]["lr"]) for x in s] == [
+        (0, 10, 0, 0.1), (10, 30, 1, 0.24), (30, 40, 0, 0.3)]
+
+
+def test_member_without_intervals_has_empty_schedule():
+    assert lineage.schedule(ROWS, 9) == [] and lineage.ancestors(ROWS, 9) == []

@@ -1,0 +1,77 @@
+"""Members: load first, then the explored hparams win; clear errors for bad members."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import SPACE, TinyNet
+
+import torchpbt as pbt
+from torchpbt.backends import IntervalRunner, Task
+
+
+def test_restoring_a_donor_checkpoint_keeps_the_new_lr(tmp_path):
+    runner = IntervalRunner(TinyNet, str(tmp_path))
+    donor = runner.run(Task(0, 0, 5, {"lr": 0.5, "momentum": 0.9, "batch_size": 8}, None, 1))
+    state = runner.checkpoints.load(donor.checkpoint)
+    assert state["optimizer"]["param_groups"][0]["lr"] == 0.5  # the donor's value is in there
+    out = runner.run(Task(1, 5, 5, {"lr": 0.01, "momentum": 0.1, "batch_size": 8},
+                          donor.checkpoint, 2))
+    member, _ = runner._live[1]
+    assert member.optimizer.param_groups[0]["lr"] == 0.01
+    assert member.optimizer.param_groups[0]["momentum"] == 0.1
+    assert member.seen_lr == 0.01
+    assert runner.checkpoints.load(out.checkpoint)["extra"]["seen_lr"] == 0.01
+
+
+def test_load_restores_donor_weights_exactly(tmp_path):
+    runner = IntervalRunner(TinyNet, str(tmp_path))
+    hp = {"lr": 0.1, "momentum": 0.5, "batch_size": 8}
+    donor = runner.run(Task(0, 0, 5, hp, None, 1))
+    weights = runner.checkpoints.load(donor.checkpoint)["model"]
+    fresh = IntervalRunner(TinyNet, str(tmp_path))
+    member = fresh._member_for(Task(1, 5, 0, hp, donor.checkpoint, 2))
+    for k, v in member.model.state_dict().items():
+        assert torch.equal(v, weights[k])
+
+
+class Mapped(TinyNet):
+    optimizer_hparams = {"learning_rate": "lr"}
+
+
+class BadKey(TinyNet):
+    optimizer_hparams = {"lr": "learning_rate"}
+
+
+def test_explicit_optimizer_mapping_checks_names():
+    m = Mapped()
+    m.setup({"lr": 0.1, "momentum": 0.0, "batch_size": 4})
+    with pytest.raises(KeyError, match="unknown hyperparameter"):
+        m.apply_hparams({"lr": 0.1, "momentum": 0.0, "batch_size": 4})
+    m.apply_hparams({"learning_rate": 0.2})
+    assert m.optimizer.param_groups[0]["lr"] == 0.2
+    b = BadKey()
+    b.setup({"lr": 0.1, "momentum": 0.0, "batch_size": 4})
+    with pytest.raises(KeyError, match="no param_group key"):
+        b.apply_hparams({"lr": 0.1, "momentum": 0.0, "batch_size": 4})
+
+
+def test_member_class_checks():
+    with pytest.raises(TypeError, match="must be a class"):
+        pbt.run(TinyNet(), SPACE, progress=False)
+
+    class NoEval(pbt.TorchMember):
+        def setup(self, hparams): ...
+        def train(self, steps): ...
+
+    with pytest.raises(TypeError, match="does not implement evaluate"):
+        pbt.run(NoEval, SPACE, progress=False)
+
+
+def test_devices_resolve_on_cpu_and_auto():
+    from torchpbt.backends import resolve_devices
+
+    assert resolve_devices(None) == ["cpu"]
+    assert resolve_devices(["cuda:0", "cuda:1"]) == ["cuda:0", "cuda:1"]
+    auto = resolve_devices("auto")
+    assert auto == (["cpu"] if not torch.cuda.is_available() else auto)
