@@ -10,7 +10,14 @@ import pytest
 from sqlalchemy import text
 
 import torchpbt as pbt
-from torchpbt.store import SCHEMA_VERSION, EventRecord, IntervalRecord, MemberUpdate, SQLStore, StoreError
+from torchpbt.store import (
+    SCHEMA_VERSION,
+    EventRecord,
+    IntervalRecord,
+    MemberUpdate,
+    SQLStore,
+    StoreError,
+)
 
 SPACE = pbt.Space({"lr": pbt.Float(1e-4, 1.0, log=True), "bs": pbt.Int(1, 512),
                    "act": pbt.Choice(["relu", "tanh"])})

@@ -10,7 +10,14 @@ from typing import Any
 
 from . import __version__
 from .backends import (
-    Backend, ClassRef, Outcome, Task, default_workers, derive_seed, make_backend, resolve_devices,
+    Backend,
+    ClassRef,
+    Outcome,
+    Task,
+    default_workers,
+    derive_seed,
+    make_backend,
+    resolve_devices,
 )
 from .checkpoints import CheckpointDir
 from .display import LiveDisplay, print_summary

@@ -23,8 +23,8 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def pending(self) -> int: ...
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 - optional hook: most backends hold nothing
+        """Release processes; the default backend holds none."""
 
     def __enter__(self) -> Backend:
         return self

@@ -13,7 +13,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .base import SCHEMA_VERSION, BaseStore, EventRecord, IntervalRecord, MemberUpdate, StoreError
 from .models import (
-    Base, CheckpointRow, EventRow, IntervalRow, MemberRow, Meta, Run, ScoreRow, utcnow,
+    Base,
+    CheckpointRow,
+    EventRow,
+    IntervalRow,
+    MemberRow,
+    Meta,
+    Run,
+    ScoreRow,
+    utcnow,
 )
 
 
