@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .space import Space
+from .space import Choice, Space
 
 ExploreResult = tuple[dict[str, Any], dict[str, str]]
 ExploreFn = Callable[[Mapping[str, Any], Space, random.Random], Any]
@@ -48,7 +48,10 @@ class Perturb:
                 new[name], ops[name] = dom.resample(rng), "resample"
             else:
                 factor = self.factors[rng.randrange(len(self.factors))]
-                new[name], ops[name] = dom.perturb(hparams[name], factor, rng), f"*{factor:g}"
+                new[name] = dom.perturb(hparams[name], factor, rng)
+                # an unordered Choice has no direction: its perturb is a resample, say so
+                unordered = isinstance(dom, Choice) and not dom.ordered and factor != 1.0
+                ops[name] = "resample" if unordered else f"*{factor:g}"
         return new, ops
 
     def __repr__(self) -> str:

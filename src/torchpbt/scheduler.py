@@ -50,6 +50,9 @@ class Decision:
     reason: str = ""
 
 
+HISTORY = 100  # scores kept per member for exploit (TTest uses the last `window`)
+
+
 @dataclass
 class MemberState:
     member_id: int
@@ -185,12 +188,13 @@ class _Scheduler:
         else:
             m.checkpoint = report.checkpoint
             m.history.append(orient(report.score, self.config.mode))
+        del m.history[:-HISTORY]  # bounded: state saved at every step stays small
         return m
 
     def snapshot(self) -> list[MemberView]:
         """Latest score of every member that has one: the population exploit sees."""
         return [
-            MemberView(m.member_id, m.step, m.history[-1], tuple(m.history))
+            MemberView(m.member_id, m.step, m.history[-1], m.history, self.rng.random())
             for m in self.members.values()
             if m.history and m.checkpoint is not None
         ]
@@ -203,13 +207,14 @@ class _Scheduler:
         self,
         m: MemberState,
         population: Sequence[MemberView],
-        frozen: Mapping[int, tuple[str | None, dict[str, Any], int]],
+        frozen: Mapping[int, tuple[str | None, dict[str, Any], int]] | None = None,
     ) -> Decision:
         cfg = self.config
         if m.step >= cfg.steps:
             m.done = True
             return Decision(m.member_id, m.step, "stop", dict(m.hparams), m.checkpoint, 0)
-        me = MemberView(m.member_id, m.step, m.history[-1], tuple(m.history))
+        me = next((v for v in population if v.member_id == m.member_id), None) or MemberView(
+            m.member_id, m.step, m.history[-1], m.history)
         failed = not math.isfinite(me.score)
         donor_id, reason = None, ""
         if failed:
@@ -229,7 +234,11 @@ class _Scheduler:
                                 self._next_steps(m), old_hparams=old, operations=ops)
             return Decision(m.member_id, m.step, "continue", dict(m.hparams), m.checkpoint,
                             self._next_steps(m))
-        d_ckpt, d_hparams, d_step = frozen[donor_id]
+        if frozen is not None:
+            d_ckpt, d_hparams, d_step = frozen[donor_id]
+        else:  # async: one decision at a time, the live state is the snapshot's
+            d = self.members[donor_id]
+            d_ckpt, d_hparams, d_step = d.checkpoint, d.hparams, d.step
         if d_ckpt is None:
             raise RuntimeError(f"donor {donor_id} has no checkpoint")  # snapshot guarantees one
         old = dict(m.hparams)
@@ -256,7 +265,7 @@ class AsyncScheduler(_Scheduler):
 
     def report(self, report: Report) -> list[Decision]:
         m = self._record(report)
-        return [self._decide(m, self.snapshot(), self._frozen())]
+        return [self._decide(m, self.snapshot())]
 
 
 class SyncScheduler(_Scheduler):

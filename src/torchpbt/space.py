@@ -181,6 +181,8 @@ class Choice(Domain):
         return self.values[rng.randrange(len(self.values))]
 
     def perturb(self, value: Any, factor: float, rng: random.Random) -> Any:
+        if factor == 1.0:  # a neutral factor leaves every domain unchanged
+            return self.clip(value)
         if not self.ordered or len(self.values) == 1:
             return self.resample(rng)
         i = self._index(value)

@@ -43,6 +43,7 @@ class LocalBackend(Backend):
         self.devices = devices or ["cpu"]
         self._args = (ClassRef.of(member_cls), checkpoint_dir)
         self._futures: dict[Future[Outcome], Task] = {}
+        self._ready: list[Outcome] = []
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -57,35 +58,53 @@ class LocalBackend(Backend):
         )
 
     def submit(self, task: Task) -> None:
-        self._futures[self._pool.submit(_run, task)] = task
+        try:
+            fut = self._pool.submit(_run, task)
+        except BrokenProcessPool:  # a worker died since the last wait(): recover, then retry
+            self._recover()
+            fut = self._pool.submit(_run, task)
+        self._futures[fut] = task
 
     def wait(self) -> list[Outcome]:
+        if self._ready:
+            out, self._ready = self._ready, []
+            return out
         if not self._futures:
             raise RuntimeError("wait() with no task submitted")
         done, _ = wait(list(self._futures), return_when=FIRST_COMPLETED)
-        outcomes, broken = [], False
-        for fut in done:
-            task = self._futures.pop(fut)
-            try:
-                outcomes.append(fut.result())
-            except BrokenProcessPool:
-                broken = True
-                outcomes.append(_died(task, "worker process died"))
-            except Exception as exc:  # e.g. the worker could not import the member class
-                outcomes.append(_died(task, f"{type(exc).__name__}: {exc}"))
-        if broken:  # every task still in the broken pool is lost: report them failed
-            outcomes += [_died(t, "worker process died") for t in self._futures.values()]
-            self._futures.clear()
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = self._new_pool()
+        outcomes = [self._outcome(f, self._futures.pop(f)) for f in done]
+        if any(o.error == DIED for o in outcomes):
+            self._recover()
         return outcomes
+
+    def _outcome(self, fut: Future[Outcome], task: Task) -> Outcome:
+        try:
+            return fut.result()
+        except BrokenProcessPool:
+            return _died(task, DIED)
+        except Exception as exc:  # e.g. the worker could not import the member class
+            return _died(task, f"{type(exc).__name__}: {exc}")
+
+    def _recover(self) -> None:
+        """Every task still in the broken pool gets an outcome; a fresh pool takes over."""
+        for fut, task in list(self._futures.items()):
+            if fut.done() and not fut.cancelled():
+                self._ready.append(self._outcome(fut, task))
+            else:
+                self._ready.append(_died(task, DIED))
+        self._futures.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._new_pool()
 
     @property
     def pending(self) -> int:
-        return len(self._futures)
+        return len(self._futures) + len(self._ready)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+DIED = "worker process died"
 
 
 def _died(task: Task, why: str) -> Outcome:
