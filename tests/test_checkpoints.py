@@ -22,13 +22,16 @@ def test_name_is_content_hash_and_identical_states_share_a_file(tmp_path):
     assert torch.equal(cd.load(key)["w"], torch.arange(4.0))
 
 
-def test_no_partial_file_under_a_real_name_when_write_fails(tmp_path, monkeypatch):
-    cd = CheckpointDir(tmp_path)
+@pytest.mark.parametrize("durable, broken", [(True, "fsync"), (False, "replace"),
+                                             (True, "replace")])
+def test_no_partial_file_under_a_real_name_when_write_fails(tmp_path, monkeypatch, durable,
+                                                            broken):
+    cd = CheckpointDir(tmp_path, durable=durable)
 
-    def fail_fsync(fd):
+    def no_space(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "fsync", fail_fsync)
+    monkeypatch.setattr(os, broken, no_space)
     with pytest.raises(OSError, match="No space"):
         cd.save({"w": torch.ones(3)})
     assert list(tmp_path.iterdir()) == []

@@ -48,13 +48,13 @@ def test_mnist_example_runs_as_a_file_with_local_workers(tmp_path):
 def test_cli_runs_an_example_then_status_and_export(tmp_path):
     cli = [sys.executable, "-m", "torchpbt.cli"]
     run_dir = tmp_path / "toy"
-    p = subprocess.run([*cli, "run", str(EXAMPLES / "toy_quadratic.py"), "--", "--steps", "20",
+    p = subprocess.run([*cli, "run", str(EXAMPLES / "toy_quadratic.py"), "--", "--steps", "80",
                         "--quiet", "--run-dir", str(run_dir)], cwd=tmp_path, env=ENV,
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     p = subprocess.run([*cli, "status", str(run_dir)], env=ENV, capture_output=True, text=True,
                        timeout=120)
-    assert p.returncode == 0 and "members" in p.stdout and "20/20" in p.stdout
+    assert p.returncode == 0 and "members" in p.stdout and "80/80" in p.stdout
     assert cli_main(["export", str(run_dir), "--format", "csv", "--out", str(tmp_path / "csv")]) == 0
     r = pbt.load(run_dir)
     with open(tmp_path / "csv" / "intervals.csv") as f:

@@ -50,11 +50,12 @@ def test_result_has_best_member_schedule_and_lineage(tmp_path):
 
 def test_exploit_points_at_donor_checkpoint_without_copying(tmp_path):
     r = run_tiny(tmp_path)
-    ends = {(i["member_id"], i["end_step"]): i["end_checkpoint"] for i in r.intervals}
+    written = {i["end_checkpoint"] for i in r.intervals}
     nxt = {(i["member_id"], i["start_step"]): i for i in r.intervals}
     assert r.exploits
     for e in r.exploits:
-        donor_key = ends[(e["donor_id"], e["donor_step"])]
+        donor_key = e["detail"]["checkpoint"]
+        assert donor_key in written  # an existing checkpoint, never a fresh copy
         follow = nxt.get((e["member_id"], e["step"]))
         if follow is None:  # exploit at the last ready point has no next interval
             continue
@@ -127,12 +128,12 @@ def test_mode_min_prefers_lower_scores(tmp_path):
                 mode="min", progress=False, run_dir=tmp_path / "r")
     finals = [m["score"] for m in r.members]
     assert r.best_score == min(finals)
+    assert r.exploits
     for e in r.exploits:
-        donor_score = next(s["score"] for s in r.scores
-                           if s["member_id"] == e["donor_id"] and s["step"] == e["donor_step"])
         own = next(s["score"] for s in r.scores
                    if s["member_id"] == e["member_id"] and s["step"] == e["step"])
-        assert donor_score < own
+        assert e["detail"]["score"] == own
+        assert e["detail"]["donor_score"] < own
 
 
 def test_sync_mode_runs_generations(tmp_path):

@@ -251,14 +251,26 @@ def test_no_exploit_on_ties():
         assert only(s.report(rep(mid, 10, 0.5))).action == "continue"
 
 
-def test_exploited_member_leaves_the_snapshot_until_it_reports_again():
+def test_exploited_member_carries_the_donors_score_record():
     s = make(population=2, exploit=Truncation(0.5))
     s.start()
     s.report(rep(1, 10, 9.0))
-    assert only(s.report(rep(0, 10, 0.0))).action == "exploit"
-    assert [m.member_id for m in s.snapshot()] == [1]  # its old score belonged to old weights
+    d = only(s.report(rep(0, 10, 0.0)))
+    assert (d.action, d.score, d.donor_score) == ("exploit", 0.0, 9.0)
+    # its old score belonged to its old weights; it now holds member 1's weights
+    assert {m.member_id: m.score for m in s.snapshot()} == {0: 9.0, 1: 9.0}
+    assert s.members[0].checkpoint == "m1@10"
     s.report(rep(0, 20, 10.0))
     assert {m.member_id: m.score for m in s.snapshot()} == {0: 10.0, 1: 9.0}
+
+
+def test_no_exploit_before_every_member_has_a_first_score():
+    s = make(population=3, exploit=Truncation(0.5))
+    s.start()
+    s.report(rep(0, 10, 9.0))
+    # member 2 has not reported: ranking 1 against 0 alone would be a partial generation
+    assert only(s.report(rep(1, 10, 0.0))).action == "continue"
+    assert only(s.report(rep(2, 10, -1.0))).action == "exploit"
 
 
 def test_exploit_none_only_continues():
@@ -300,7 +312,8 @@ def test_failed_member_never_copies_a_failed_one():
         s.report(rep(2, 10, 1.0))
         assert only(s.report(rep(3, 10, 0.0, failed=True))).donor_id in (1, 2)
         d = only(s.report(rep(0, 10, math.nan)))
-        assert d.donor_id in (1, 2)  # 3 has copied someone, never the failure
+        # 3 holds a healthy member's weights now; nobody ever gets the failed weights
+        assert d.checkpoint in ("m1@10", "m2@10")
 
 
 def test_failed_member_without_healthy_donor_reinits():

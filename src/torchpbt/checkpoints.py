@@ -29,7 +29,11 @@ class CheckpointError(RuntimeError):
 class CheckpointDir:
     """A directory of checkpoints named by content hash."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], durable: bool = False) -> None:
+        # fsync per checkpoint costs more than a short interval's bookkeeping; without it a
+        # crashed *process* still never leaves a partial file (rename is atomic) and a
+        # power loss is caught on load by the content hash.
+        self.durable = durable
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
 
@@ -48,8 +52,9 @@ class CheckpointDir:
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
+                    if self.durable:
+                        f.flush()
+                        os.fsync(f.fileno())
                 os.replace(tmp, target)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)

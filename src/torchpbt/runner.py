@@ -174,9 +174,12 @@ class _Controller:
                                       detail={"error": out.error, "score": repr(out.score)}))
         for d in decisions:
             if d.action != "continue":
+                detail = {"reason": d.reason} if d.reason else {}
+                if d.action == "exploit":
+                    detail.update(checkpoint=d.checkpoint, score=d.score,
+                                  donor_score=d.donor_score)
                 events.append(EventRecord(d.action, d.member_id, d.step, d.donor_id, d.donor_step,
-                                          d.old_hparams, d.hparams, d.operations,
-                                          {"reason": d.reason} if d.reason else {}))
+                                          d.old_hparams, d.hparams, d.operations, detail))
         updates = [MemberUpdate(d.member_id, d.hparams, d.step, d.checkpoint,
                                 "done" if d.action == "stop" else "training", d.donor_id,
                                 d.action == "exploit") for d in decisions]

@@ -48,8 +48,11 @@ class Decision:
     old_hparams: dict[str, Any] | None = None
     operations: dict[str, str] | None = None
     reason: str = ""
+    score: float | None = None  # the member's latest score (as reported), for the audit
+    donor_score: float | None = None
 
 
+Donor = tuple[str | None, dict[str, Any], int, list[float]]  # checkpoint, hparams, step, history
 HISTORY = 100  # scores kept per member for exploit (TTest uses the last `window`)
 
 
@@ -199,15 +202,21 @@ class _Scheduler:
             if m.history and m.checkpoint is not None
         ]
 
-    def _frozen(self) -> dict[int, tuple[str | None, dict[str, Any], int]]:
+    def _frozen(self) -> dict[int, Donor]:
         """Donor states as of the snapshot, so copies made in a batch cannot leak into it."""
-        return {m.member_id: (m.checkpoint, dict(m.hparams), m.step) for m in self.members.values()}
+        return {m.member_id: (m.checkpoint, dict(m.hparams), m.step, list(m.history))
+                for m in self.members.values()}
+
+    def _everyone_scored(self) -> bool:
+        """Exploit waits for every member's first score: ranking a partial first
+        generation would make early reporters copy whoever happened to finish first."""
+        return all(m.step > 0 for m in self.members.values())
 
     def _decide(
         self,
         m: MemberState,
         population: Sequence[MemberView],
-        frozen: Mapping[int, tuple[str | None, dict[str, Any], int]] | None = None,
+        frozen: Mapping[int, Donor] | None = None,
     ) -> Decision:
         cfg = self.config
         if m.step >= cfg.steps:
@@ -223,7 +232,7 @@ class _Scheduler:
             reason = "failed"
             if donor_id is None:
                 return self._reinit(m)
-        elif m.step >= cfg.burn_in and self.exploit is not None:
+        elif m.step >= cfg.burn_in and self.exploit is not None and self._everyone_scored():
             donor_id = self.exploit(me, population, self.rng)
             reason = "exploit"
         if donor_id is None:
@@ -235,10 +244,10 @@ class _Scheduler:
             return Decision(m.member_id, m.step, "continue", dict(m.hparams), m.checkpoint,
                             self._next_steps(m))
         if frozen is not None:
-            d_ckpt, d_hparams, d_step = frozen[donor_id]
+            d_ckpt, d_hparams, d_step, d_history = frozen[donor_id]
         else:  # async: one decision at a time, the live state is the snapshot's
             d = self.members[donor_id]
-            d_ckpt, d_hparams, d_step = d.checkpoint, d.hparams, d.step
+            d_ckpt, d_hparams, d_step, d_history = d.checkpoint, d.hparams, d.step, d.history
         if d_ckpt is None:
             raise RuntimeError(f"donor {donor_id} has no checkpoint")  # snapshot guarantees one
         old = dict(m.hparams)
@@ -246,10 +255,17 @@ class _Scheduler:
         ops: dict[str, str] = {}
         if self.explore is not None:
             base, ops = apply_explore(self.explore, base, self.space, self.rng)
-        m.hparams, m.checkpoint, m.history = base, d_ckpt, []
+        # the weights are the donor's now, and so is their score record
+        m.hparams, m.checkpoint, m.history = base, d_ckpt, list(d_history)
         return Decision(m.member_id, m.step, "exploit", dict(base), d_ckpt,
                         self._next_steps(m), donor_id=donor_id, donor_step=d_step,
-                        old_hparams=old, operations=ops, reason=reason)
+                        old_hparams=old, operations=ops, reason=reason,
+                        score=self._raw(me.score), donor_score=self._raw(d_history[-1]))
+
+    def _raw(self, oriented: float) -> float | None:
+        if not math.isfinite(oriented):
+            return None
+        return oriented if self.config.mode == "max" else -oriented
 
     def _reinit(self, m: MemberState) -> Decision:
         """No healthy member to copy: start this one afresh from the prior."""
