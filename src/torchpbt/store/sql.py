@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import create_engine, event, inspect, select
+from sqlalchemy import create_engine, event, insert, inspect, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -119,49 +119,65 @@ class SQLStore(BaseStore):
         deleted_checkpoints: Sequence[str] = (),
         status: str | None = None,
     ) -> None:
-        with self._session() as s, s.begin():
+        # Core statements, not ORM objects: this runs once per interval and its cost
+        # is pure overhead on top of training.
+        with self.engine.begin() as c:
             if interval is not None:
-                iv = interval
-                s.add(IntervalRow(
-                    run_id=run_id, member_id=iv.member_id, start_step=iv.start_step,
-                    end_step=iv.end_step, hparams=dict(iv.hparams),
-                    start_checkpoint=iv.start_checkpoint, end_checkpoint=iv.end_checkpoint,
-                    score=_finite(iv.score), loss=_finite(iv.loss), duration_s=iv.duration_s,
-                    worker=iv.worker, error=iv.error,
-                ))
-                s.add(ScoreRow(run_id=run_id, member_id=iv.member_id, step=iv.end_step,
-                               score=_finite(iv.score), valid=_finite(iv.score) is not None))
-                if iv.end_checkpoint and s.get(CheckpointRow, (run_id, iv.end_checkpoint)) is None:
-                    s.add(CheckpointRow(run_id=run_id, key=iv.end_checkpoint, member_id=iv.member_id,
-                                        step=iv.end_step, size=iv.checkpoint_size))
-            for ev in events:
-                s.add(EventRow(
-                    run_id=run_id, kind=ev.kind, member_id=ev.member_id, step=ev.step,
-                    donor_id=ev.donor_id, donor_step=ev.donor_step, old_hparams=ev.old_hparams,
-                    new_hparams=ev.new_hparams, operations=ev.operations, detail=dict(ev.detail),
-                ))
+                self._record_interval(c, run_id, interval)
+            if events:
+                c.execute(insert(EventRow), [
+                    {"run_id": run_id, "kind": ev.kind, "member_id": ev.member_id,
+                     "step": ev.step, "donor_id": ev.donor_id, "donor_step": ev.donor_step,
+                     "old_hparams": ev.old_hparams, "new_hparams": ev.new_hparams,
+                     "operations": ev.operations, "detail": dict(ev.detail)}
+                    for ev in events])
             for m in members:
-                row = s.get(MemberRow, (run_id, m.member_id))
-                if row is None:
-                    raise StoreError(f"run {run_id} has no member {m.member_id}")
-                row.hparams, row.step, row.checkpoint, row.status = (
-                    dict(m.hparams), m.step, m.checkpoint, m.status)
+                values: dict[str, Any] = {"hparams": dict(m.hparams), "step": m.step,
+                                          "checkpoint": m.checkpoint, "status": m.status}
                 if m.exploited:
-                    row.parent_id, row.exploits = m.parent_id, row.exploits + 1
+                    values.update(parent_id=m.parent_id, exploits=MemberRow.exploits + 1)
                 if interval is not None and m.member_id == interval.member_id:
-                    row.score = _finite(interval.score)
-            for key in deleted_checkpoints:
-                row = s.get(CheckpointRow, (run_id, key))
-                if row is not None:
-                    row.deleted = True
-            run = s.get(Run, run_id)
-            if run is None:
-                raise StoreError(f"no run with id {run_id} in {self.url}")
+                    values["score"] = _finite(interval.score)
+                done = c.execute(update(MemberRow).where(
+                    MemberRow.run_id == run_id, MemberRow.member_id == m.member_id
+                ).values(**values))
+                if done.rowcount != 1:
+                    raise StoreError(f"run {run_id} has no member {m.member_id}")
+            if deleted_checkpoints:
+                c.execute(update(CheckpointRow).where(
+                    CheckpointRow.run_id == run_id, CheckpointRow.key.in_(list(deleted_checkpoints))
+                ).values(deleted=True))
+            run_values: dict[str, Any] = {"updated_at": utcnow()}
             if scheduler_state is not None:
-                run.scheduler_state = dict(scheduler_state)
+                run_values["scheduler_state"] = dict(scheduler_state)
             if status is not None:
-                run.status = status
-            run.updated_at = utcnow()
+                run_values["status"] = status
+            if c.execute(update(Run).where(Run.id == run_id).values(**run_values)).rowcount != 1:
+                raise StoreError(f"no run with id {run_id} in {self.url}")
+
+    @staticmethod
+    def _record_interval(c: Any, run_id: int, iv: IntervalRecord) -> None:
+        score = _finite(iv.score)
+        c.execute(insert(IntervalRow), {
+            "run_id": run_id, "member_id": iv.member_id, "start_step": iv.start_step,
+            "end_step": iv.end_step, "hparams": dict(iv.hparams),
+            "start_checkpoint": iv.start_checkpoint, "end_checkpoint": iv.end_checkpoint,
+            "score": score, "loss": _finite(iv.loss), "duration_s": iv.duration_s,
+            "worker": iv.worker, "error": iv.error})
+        c.execute(insert(ScoreRow), {"run_id": run_id, "member_id": iv.member_id,
+                                     "step": iv.end_step, "score": score,
+                                     "valid": score is not None})
+        if iv.end_checkpoint:
+            seen = c.execute(select(CheckpointRow.key).where(
+                CheckpointRow.run_id == run_id, CheckpointRow.key == iv.end_checkpoint)).first()
+            if seen is None:
+                c.execute(insert(CheckpointRow), {
+                    "run_id": run_id, "key": iv.end_checkpoint, "member_id": iv.member_id,
+                    "step": iv.end_step, "size": iv.checkpoint_size})
+            else:  # identical content written again (dedup): it is live again
+                c.execute(update(CheckpointRow).where(
+                    CheckpointRow.run_id == run_id, CheckpointRow.key == iv.end_checkpoint
+                ).values(deleted=False))
 
     # -- reads --------------------------------------------------------------
     def find_run(self, name: str | None = None) -> dict[str, Any]:
