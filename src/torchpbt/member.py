@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 REQUIRED_METHODS = ("setup", "train", "evaluate", "state_dict", "load_state_dict")
 
@@ -30,6 +31,7 @@ class Member:
 
     device: str = "cpu"
     hparams: dict[str, Any]
+    knowledge: Any = None  # a distill.SharedKnowledge during an interval, when sharing is on
 
     def setup(self, hparams: Mapping[str, Any]) -> None:
         raise NotImplementedError
@@ -77,6 +79,18 @@ class TorchMember(Member):
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.load_extra_state(state.get("extra", {}))
+
+    def knowledge_loss(
+        self, logits: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor
+    ) -> torch.Tensor:
+        """Classification loss that takes part in knowledge sharing when the run enables it.
+
+        ``indices`` are the batch's positions in the training set (the shared
+        table is indexed by them). Without sharing this is ``F.cross_entropy``.
+        """
+        if self.knowledge is None:
+            return F.cross_entropy(logits, labels)
+        return self.knowledge.loss(logits, labels, indices)
 
     def extra_state(self) -> dict[str, Any]:
         """Plain values (numbers, strings, tensors) to keep in the checkpoint."""

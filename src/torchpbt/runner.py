@@ -19,8 +19,10 @@ from .backends import (
     make_backend,
     resolve_devices,
 )
+from .backends.worker import KnowledgeTask
 from .checkpoints import CheckpointDir
 from .display import LiveDisplay, print_summary
+from .distill import KnowledgeSharing, KnowledgeTable
 from .exploit import Truncation, check_exploit
 from .explore import Perturb, check_explore
 from .member import check_member_class
@@ -71,6 +73,7 @@ def run(
     devices: str | list[str] | None = None,
     progress: bool = True,
     summary: bool | None = None,
+    knowledge_sharing: KnowledgeSharing | None = None,
 ) -> Result:
     """Train a population with PBT and return its :class:`Result`.
 
@@ -79,7 +82,8 @@ def run(
     ``None`` disables them (both ``None`` is random search). ``backend`` is
     ``"serial"`` (deterministic, in-process) or ``"local"`` (process pool of
     ``workers``, default the number of cores); by default ``local`` when more
-    than one worker is available.
+    than one worker is available. ``knowledge_sharing`` turns on distillation
+    from the top members (see :class:`torchpbt.KnowledgeSharing`).
     """
     exploit = Truncation(0.2) if exploit is _DEFAULT else exploit
     explore = Perturb() if explore is _DEFAULT else explore
@@ -88,6 +92,12 @@ def run(
     config = PBTConfig(population, ready_every, steps, mode, burn_in, inherit_hparams, explore_when)
     check_exploit(exploit)
     check_explore(explore)
+    if knowledge_sharing is not None:
+        if not isinstance(knowledge_sharing, KnowledgeSharing):
+            raise TypeError(
+                f"knowledge_sharing={knowledge_sharing!r}: pass torchpbt.KnowledgeSharing(...)."
+            )
+        knowledge_sharing.validate(space, population)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed={seed!r} must be an int.")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
@@ -112,8 +122,10 @@ def run(
         "devices": device_list, "member": {"module": ref.module, "qualname": ref.qualname,
                                            "path": ref.path},
         "run_dir": str(run_path.resolve()), "torchpbt": __version__,
+        "knowledge_sharing": knowledge_sharing.to_dict() if knowledge_sharing else None,
     }
-    controller = _Controller(scheduler, store, CheckpointDir(run_path / "checkpoints"), seed)
+    controller = _Controller(scheduler, store, CheckpointDir(run_path / "checkpoints"), seed,
+                             _Sharing(knowledge_sharing, run_path) if knowledge_sharing else None)
     try:
         controller.create(name or run_path.name, settings, space)
         with make_backend(backend, member, str(run_path / "checkpoints"), n_workers,
@@ -132,8 +144,9 @@ class _Controller:
     """The only writer: turns outcomes into reports, decisions into tasks and records."""
 
     def __init__(self, scheduler: Any, store: SQLStore, checkpoints: CheckpointDir,
-                 seed: int) -> None:
+                 seed: int, sharing: _Sharing | None = None) -> None:
         self.scheduler, self.store, self.checkpoints, self.seed = scheduler, store, checkpoints, seed
+        self.sharing = sharing
         self.in_flight: dict[int, Task] = {}
         self.known: set[str] = set()
         self.run_id = -1
@@ -155,8 +168,9 @@ class _Controller:
         self.store.record(self.run_id, None, [], [], self.scheduler.state_dict(), status="done")
 
     def _submit(self, backend: Backend, d: Decision) -> None:
+        knowledge = self.sharing.task_for(d.member_id, self.scheduler) if self.sharing else None
         task = Task(d.member_id, d.step, d.train_steps, d.hparams, d.checkpoint,
-                    derive_seed(self.seed, d.member_id, d.step))
+                    derive_seed(self.seed, d.member_id, d.step), knowledge)
         self.in_flight[d.member_id] = task
         backend.submit(task)
 
@@ -164,11 +178,16 @@ class _Controller:
         task = self.in_flight.pop(out.member_id)
         decisions = self.scheduler.report(
             Report(out.member_id, out.end_step, out.score, out.checkpoint, out.failed, out.error))
+        events = []
+        extra = None
+        if self.sharing and task.knowledge is not None:
+            extra = {"knowledge_version": task.knowledge.version, "writer": task.knowledge.writer}
+            if out.knowledge is not None and not out.failed:
+                events += self.sharing.merge(out, self.in_flight.values())
         interval = IntervalRecord(
             out.member_id, task.start_step, out.end_step, task.hparams, task.checkpoint,
             out.checkpoint, None if out.failed else out.score, out.loss, out.duration_s,
-            out.worker, out.error, out.checkpoint_size)
-        events = []
+            out.worker, out.error, out.checkpoint_size, extra)
         if out.failed:
             events.append(EventRecord("fail", out.member_id, out.end_step,
                                       detail={"error": out.error, "score": repr(out.score)}))
@@ -205,6 +224,31 @@ class _Controller:
             if d.train_steps > 0:
                 self._submit(backend, d)
         live.advance(out.end_step - task.start_step)
+
+
+class _Sharing:
+    """The controller's side of knowledge sharing: who writes, merging, table versions."""
+
+    def __init__(self, options: KnowledgeSharing, run_path: Path) -> None:
+        self.options = options
+        self.table = KnowledgeTable(run_path / "knowledge")
+
+    def task_for(self, member_id: int, scheduler: Any) -> KnowledgeTask:
+        # rank by latest score without touching the scheduler's RNG, so alpha=0
+        # reproduces plain PBT's decisions exactly
+        scored = [m for m in scheduler.members.values() if m.history]
+        scored.sort(key=lambda m: (-m.history[-1], m.member_id))
+        writers = {m.member_id for m in scored[: self.options.top_k]}
+        return KnowledgeTask(self.options, self.table.version, member_id in writers)
+
+    def merge(self, out: Outcome, in_flight: Any) -> list[EventRecord]:
+        assert out.knowledge is not None
+        if not self.table.merge(out.knowledge, self.options.refresh_every):
+            return []
+        self.table.prune({t.knowledge.version for t in in_flight if t.knowledge})
+        return [EventRecord("knowledge", out.member_id, out.end_step, detail={
+            "version": self.table.version, "entries": self.table.entries,
+            "written": int(len(out.knowledge["indices"]))})]
 
 
 def load(run_dir: str | os.PathLike[str], storage: str | None = None) -> Result:

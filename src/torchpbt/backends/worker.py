@@ -16,12 +16,14 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..checkpoints import CheckpointDir
+from ..distill import KnowledgeSharing, KnowledgeTable, SharedKnowledge
 from ..member import as_score, is_bad_loss
 
 
@@ -33,6 +35,16 @@ class Task:
     hparams: dict[str, Any]
     checkpoint: str | None
     seed: int
+    knowledge: KnowledgeTask | None = None
+
+
+@dataclass(frozen=True)
+class KnowledgeTask:
+    """Which shared-table version an interval reads, and whether its member writes."""
+
+    options: KnowledgeSharing
+    version: int
+    writer: bool
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,7 @@ class Outcome:
     duration_s: float
     worker: str
     error: str | None = None
+    knowledge: dict[str, Any] | None = None  # a writer's predictions: indices, probs
 
     @property
     def failed(self) -> bool:
@@ -113,6 +126,18 @@ class IntervalRunner:
         self.checkpoints = CheckpointDir(checkpoint_dir)
         self.name = f"{os.uname().nodename}:{os.getpid()}"
         self._live: dict[int, tuple[Any, str | None]] = {}
+        self.knowledge_dir = Path(checkpoint_dir).parent / "knowledge"
+        self._table: tuple[int, Any, Any] = (0, None, None)
+
+    def _knowledge_for(self, task: Task) -> SharedKnowledge | None:
+        kt = task.knowledge
+        if kt is None:
+            return None
+        if kt.version and self._table[0] != kt.version:  # one table cached per process
+            self._table = (kt.version, *KnowledgeTable.load(self.knowledge_dir, kt.version))
+        _, probs, has = self._table if kt.version else (0, None, None)
+        return SharedKnowledge(kt.options, probs, has, kt.version, kt.writer,
+                               kt.options.alpha_for(task.hparams))
 
     def _member_for(self, task: Task) -> Any:
         inst, current = self._live.pop(task.member_id, (None, None))
@@ -133,6 +158,7 @@ class IntervalRunner:
         try:
             seed_everything(task.seed)
             inst = self._member_for(task)
+            inst.knowledge = shared = self._knowledge_for(task)
             raw_loss = inst.train(task.steps)
             loss = None if raw_loss is None else float(raw_loss)
             if is_bad_loss(loss):
@@ -144,8 +170,10 @@ class IntervalRunner:
         except Exception:
             return self._failed(task, t0, loss, traceback.format_exc())
         self._live[task.member_id] = (inst, key)
+        inst.knowledge = None
         return Outcome(task.member_id, task.start_step, end, score, loss, key, size,
-                       time.perf_counter() - t0, self.name)
+                       time.perf_counter() - t0, self.name,
+                       knowledge=shared.contribution() if shared is not None else None)
 
     def _failed(
         self, task: Task, t0: float, loss: float | None, error: str, score: float = float("nan")

@@ -47,6 +47,7 @@ class IntervalRecord:
     worker: str = ""
     error: str | None = None
     checkpoint_size: int = 0
+    extra: dict[str, Any] | None = None
 
 
 @dataclass

@@ -64,6 +64,7 @@ class IntervalRow(Base):
     duration_s: Mapped[float] = mapped_column(Float, default=0.0)
     worker: Mapped[str] = mapped_column(String(128), default="")
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    extra: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # e.g. knowledge version
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     __table_args__ = (Index("ix_intervals_run_member", "run_id", "member_id"),)
 

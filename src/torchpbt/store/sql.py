@@ -163,7 +163,7 @@ class SQLStore(BaseStore):
             "end_step": iv.end_step, "hparams": dict(iv.hparams),
             "start_checkpoint": iv.start_checkpoint, "end_checkpoint": iv.end_checkpoint,
             "score": score, "loss": _finite(iv.loss), "duration_s": iv.duration_s,
-            "worker": iv.worker, "error": iv.error})
+            "worker": iv.worker, "error": iv.error, "extra": iv.extra})
         c.execute(insert(ScoreRow), {"run_id": run_id, "member_id": iv.member_id,
                                      "step": iv.end_step, "score": score,
                                      "valid": score is not None})
