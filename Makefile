@@ -29,12 +29,14 @@ bench: $(STAMP)
 	$(PY) benchmarks/toy_figure.py
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/search_quality.py
+	$(PY) benchmarks/knowledge_sharing.py
 	$(PY) benchmarks/make_table.py
 
 bench-quick: $(STAMP)
 	$(PY) benchmarks/toy_figure.py --quick
 	$(PY) benchmarks/overhead.py --quick
 	$(PY) benchmarks/search_quality.py --quick
+	$(PY) benchmarks/knowledge_sharing.py --quick
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
