@@ -251,14 +251,15 @@ def test_no_exploit_on_ties():
         assert only(s.report(rep(mid, 10, 0.5))).action == "continue"
 
 
-def test_exploited_member_carries_the_donors_score_record():
+def test_exploited_member_leaves_the_ranking_until_it_reports_again():
     s = make(population=2, exploit=Truncation(0.5))
     s.start()
     s.report(rep(1, 10, 9.0))
     d = only(s.report(rep(0, 10, 0.0)))
     assert (d.action, d.score, d.donor_score) == ("exploit", 0.0, 9.0)
-    # its old score belonged to its old weights; it now holds member 1's weights
-    assert {m.member_id: m.score for m in s.snapshot()} == {0: 9.0, 1: 9.0}
+    # its old score belonged to its old weights, and the copied weights have not been
+    # evaluated with the new hparams: ranking either would bias everyone else's rank
+    assert {m.member_id: m.score for m in s.snapshot()} == {1: 9.0}
     assert s.members[0].checkpoint == "m1@10"
     s.report(rep(0, 20, 10.0))
     assert {m.member_id: m.score for m in s.snapshot()} == {0: 10.0, 1: 9.0}

@@ -255,8 +255,8 @@ class _Scheduler:
         ops: dict[str, str] = {}
         if self.explore is not None:
             base, ops = apply_explore(self.explore, base, self.space, self.rng)
-        # the weights are the donor's now, and so is their score record
-        m.hparams, m.checkpoint, m.history = base, d_ckpt, list(d_history)
+        # its old score belonged to its old weights; it is ranked again once it reports
+        m.hparams, m.checkpoint, m.history = base, d_ckpt, []
         return Decision(m.member_id, m.step, "exploit", dict(base), d_ckpt,
                         self._next_steps(m), donor_id=donor_id, donor_step=d_step,
                         old_hparams=old, operations=ops, reason=reason,
