@@ -34,6 +34,9 @@ METHODS = ("plain", "ks")
 LABELS = {"plain": "plain PBT", "ks": "PBT + knowledge sharing"}
 # validation accuracy to reach; chosen from plain PBT's curves (a value it reaches in most seeds)
 THRESHOLDS = {"mnist": 0.90, "mnist1d": 0.55, "digits": 0.95}
+# stricter thresholds too, for a sensitivity check of steps-to-threshold (not headline figures)
+THRESHOLD_GRID = {"mnist": (0.90, 0.91, 0.92, 0.93), "mnist1d": (0.55, 0.56, 0.57, 0.58),
+                  "digits": (0.95, 0.96, 0.97, 0.98)}
 MAIN_KS = {"alpha": 0.5, "temperature": 2.0, "top_k": 2}
 # each variant changes one option of MAIN_KS; "tune_alpha" lets PBT tune alpha in [0, 1]
 VARIANTS = {
@@ -68,7 +71,7 @@ def one_run(dataset: str, method: str, seed: int, cfg: dict, sharing_opts: dict 
         axis.append(cfg["steps"])
     values = [curve.get(s, math.nan) for s in axis]
     thr = cfg["thresholds"][dataset]
-    reached = next((s for s, v in zip(axis, values, strict=True) if v >= thr), None)
+    first, reached = steps_to({"steps": axis, "best_val_per_step": values}, thr, cfg["steps"])
     initial = sorted((e["member_id"], e["new_hparams"]) for e in result.events
                      if e["kind"] == "start")
     extras = [iv.get("extra") or {} for iv in result.intervals]
@@ -77,8 +80,7 @@ def one_run(dataset: str, method: str, seed: int, cfg: dict, sharing_opts: dict 
             "sharing": sharing.to_dict() if sharing else None, "tune_alpha": tune_alpha,
             "best_val": result.best_score, "best_test": test,
             "best_member": result.best_member_id, "best_hparams": result.best_hparams,
-            "threshold": thr, "steps_to_threshold": reached if reached is not None
-            else cfg["steps"], "reached_threshold": reached is not None,
+            "threshold": thr, "steps_to_threshold": first, "reached_threshold": reached,
             "exploits": len(result.exploits),
             "failed_intervals": sum(1 for iv in result.intervals if iv["error"]),
             "writer_intervals": sum(1 for x in extras if x.get("writer")),
@@ -87,6 +89,23 @@ def one_run(dataset: str, method: str, seed: int, cfg: dict, sharing_opts: dict 
             "trained_steps": sum(iv["end_step"] - iv["start_step"] for iv in result.intervals),
             "seconds": round(seconds, 2), "steps": axis, "best_val_per_step": values,
             "initial_hparams": [h for _, h in initial]}
+
+
+def steps_to(run: dict, threshold: float, budget: int) -> tuple[int, bool]:
+    """First ready step at which the run's curve reaches ``threshold`` (else the budget)."""
+    for step, v in zip(run["steps"], run["best_val_per_step"], strict=True):
+        if math.isfinite(v) and v >= threshold:
+            return step, True
+    return budget, False
+
+
+def paired_p(a: list[float], b: list[float]) -> float:
+    """Paired t-test p-value (same seed = same initial population); NaN if undefined."""
+    from scipy import stats
+
+    if len(a) < 2 or len(a) != len(b) or all(x == y for x, y in zip(a, b, strict=True)):
+        return math.nan
+    return float(stats.ttest_rel(a, b).pvalue)
 
 
 def welch_p(a: list[float], b: list[float]) -> float:
@@ -244,6 +263,9 @@ def main(argv=None) -> None:
             summary[f"{ds}_{m}_test_mean"], summary[f"{ds}_{m}_test_std"] = C.mean_std(test[m])
         summary[f"{ds}_test_diff"] = summary[f"{ds}_ks_test_mean"] - summary[f"{ds}_plain_test_mean"]
         summary[f"{ds}_test_p"] = welch_p(test["ks"], test["plain"])
+        summary[f"{ds}_test_p_paired"] = paired_p(test["ks"], test["plain"])
+        summary[f"{ds}_ks_wins_frac"] = statistics.fmean(
+            float(k > p) for k, p in zip(test["ks"], test["plain"], strict=True))
         summary[f"{ds}_threshold"] = THRESHOLDS[ds]
         for m in METHODS:
             summary[f"{ds}_{m}_steps_to_thr"], _ = C.mean_std(stt[m])
@@ -252,6 +274,7 @@ def main(argv=None) -> None:
         summary[f"{ds}_steps_saved"] = (summary[f"{ds}_plain_steps_to_thr"]
                                         - summary[f"{ds}_ks_steps_to_thr"])
         summary[f"{ds}_steps_p"] = welch_p(stt["ks"], stt["plain"])
+        summary[f"{ds}_steps_p_paired"] = paired_p(stt["ks"], stt["plain"])
         for m in METHODS:
             summary[f"{ds}_{m}_curve_mean"], _ = C.mean_std(auc[m])
         summary[f"{ds}_curve_diff"] = summary[f"{ds}_ks_curve_mean"] - summary[f"{ds}_plain_curve_mean"]
@@ -260,6 +283,20 @@ def main(argv=None) -> None:
         goals[f"{ds}_test_p"] = C.goal(0.05, "<")
         goals[f"{ds}_steps_saved"] = C.goal(0.0, ">")
         goals[f"{ds}_steps_p"] = C.goal(0.05, "<")
+
+    sensitivity: dict[str, dict] = {}
+    for ds in datasets:
+        sensitivity[ds] = {}
+        for t in THRESHOLD_GRID.get(ds, (THRESHOLDS[ds],)):
+            got = {m: [steps_to(r, t, cfg["steps"]) for r in by[ds][m]] for m in METHODS}
+            row: dict = {}
+            for m in METHODS:
+                row[f"{m}_steps_mean"] = C.mean_std([float(x) for x, _ in got[m]])[0]
+                row[f"{m}_reached"] = sum(ok for _, ok in got[m])
+                row[f"{m}_at_first_ready_step"] = sum(x == cfg["ready_every"] for x, _ in got[m])
+            row["steps_p"] = welch_p([float(x) for x, _ in got["ks"]],
+                                     [float(x) for x, _ in got["plain"]])
+            sensitivity[ds][str(t)] = row
 
     variant_doc: dict[str, dict] = {}
     if variants:
@@ -310,7 +347,10 @@ def main(argv=None) -> None:
         "stored per step); DS_*_curve_mean is its mean over the ready steps (an area under the "
         "curve, a second convergence measure). Steps to threshold = the first ready step at "
         "which that curve reaches DS_threshold; a run that never reaches it counts as the full "
-        f"budget ({cfg['steps']} steps), see DS_*_reached_frac. Final test accuracy is that of "
+        f"budget ({cfg['steps']} steps), see DS_*_reached_frac. A threshold that a run reaches at "
+        "the first ready step cannot show a speed-up, so the section threshold_sensitivity "
+        "repeats the steps-to-threshold comparison for stricter thresholds (same runs; not "
+        "headline figures). *_p_paired are paired t-tests over seeds (extra, no goal). Final test accuracy is that of "
         "the member with the best final validation score. Variants change one option of the "
         f"main KS configuration {MAIN_KS} and are compared with plain PBT on the same "
         f"{vseeds} seeds of {vds}; DS_var_plain_test_mean is that baseline. The variant "
@@ -318,6 +358,7 @@ def main(argv=None) -> None:
         + " | ".join(parts))
     path = C.write_result(NAME, q, config=cfg, summary=summary, goals=goals, runs=runs,
                           notes=notes, figures=[png])
+    add_section(path, "threshold_sensitivity", sensitivity)
     if variant_doc:
         add_section(path, "variants", variant_doc)
     for line in parts:
