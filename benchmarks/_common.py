@@ -116,9 +116,7 @@ def code_changes(start: Mapping[str, Any], end: Mapping[str, Any]) -> tuple[list
     the start changed to import it, so only the first list makes a result stale.
     """
     a, b = start.get("hashes", {}), end.get("hashes", {})
-    changed = sorted(p for p in a if b.get(p) != a[p])
-    if start.get("git_commit") != end.get("git_commit"):
-        changed.append("(git HEAD moved)")
+    changed = sorted(p for p in a if b.get(p) != a[p])  # by content: a commit alone is no change
     return changed, sorted(set(b) - set(a))
 
 
@@ -164,7 +162,8 @@ def write_result(name: str, quick: bool, *, config: Mapping[str, Any],
     unknown = sorted(set(goals) - set(summary))
     if unknown:
         raise KeyError(f"goals for figures not in the summary: {unknown}")
-    changed, added = code_changes(START, code_state())
+    end = code_state()
+    changed, added = code_changes(START, end)
     if changed:
         warning = ("WARNING: code changed while this benchmark ran "
                    f"({', '.join(changed)}); rerun it.")
@@ -175,6 +174,7 @@ def write_result(name: str, quick: bool, *, config: Mapping[str, Any],
         "git_commit": START["git_commit"],
         "git_dirty": bool(START["dirty_files"]),
         "code": {**{k: v for k, v in START.items() if k != "hashes"},
+                 "git_commit_at_end": end["git_commit"],
                  "changed_during_run": changed, "added_during_run": added},
         "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine(),
