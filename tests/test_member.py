@@ -75,3 +75,12 @@ def test_devices_resolve_on_cpu_and_auto():
     assert resolve_devices(["cuda:0", "cuda:1"]) == ["cuda:0", "cuda:1"]
     auto = resolve_devices("auto")
     assert auto == (["cpu"] if not torch.cuda.is_available() else auto)
+
+
+def test_interval_trains_the_same_in_a_fresh_or_a_warm_worker(tmp_path):
+    hp = {"lr": 0.1, "momentum": 0.5, "batch_size": 8}
+    warm = IntervalRunner(TinyNet, str(tmp_path))
+    first = warm.run(Task(0, 0, 5, hp, None, 1))
+    again = warm.run(Task(0, 5, 5, hp, first.checkpoint, 2))
+    fresh = IntervalRunner(TinyNet, str(tmp_path)).run(Task(0, 5, 5, hp, first.checkpoint, 2))
+    assert fresh.checkpoint == again.checkpoint and fresh.score == again.score

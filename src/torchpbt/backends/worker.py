@@ -159,6 +159,7 @@ class IntervalRunner:
             seed_everything(task.seed)
             inst = self._member_for(task)
             inst.knowledge = shared = self._knowledge_for(task)
+            seed_everything(task.seed)  # again: a fresh setup() above has used random numbers
             raw_loss = inst.train(task.steps)
             loss = None if raw_loss is None else float(raw_loss)
             if is_bad_loss(loss):
