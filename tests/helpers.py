@@ -118,3 +118,22 @@ class TinyKS(TinyNet):
             loss.backward()
             self.optimizer.step()
         return loss.item()
+
+
+class DiesOnce(Quadratic):
+    """Kills its worker the first time a member with lr above 0.3 trains (marker file)."""
+
+    def train(self, steps):
+        marker = os.environ.get("TORCHPBT_TEST_DIE_ONCE")
+        if marker and self.hparams["lr"] > 0.3 and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(3)
+        return super().train(steps)
+
+
+class InfLoss(Quadratic):
+    """Training diverges (loss inf) for members whose lr is above 0.3."""
+
+    def train(self, steps):
+        super().train(steps)
+        return float("inf") if self.hparams["lr"] > 0.3 else 0.0

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from helpers import SPACE, TinyKS
 
 import torchpbt as pbt
+from torchpbt.controller import Sharing
 from torchpbt.distill import KnowledgeTable, distillation_loss
-from torchpbt.runner import _Sharing
 
 
 def test_loss_matches_a_hand_computed_value():
@@ -64,7 +64,7 @@ def test_alpha_zero_reproduces_plain_pbt_exactly(tmp_path):
 
 
 def test_only_the_top_k_write():
-    sharing = _Sharing.__new__(_Sharing)
+    sharing = Sharing.__new__(Sharing)
     sharing.options = pbt.KnowledgeSharing(top_k=2)
     sharing.table = SimpleNamespace(version=3)
     members = {i: SimpleNamespace(member_id=i, history=h)

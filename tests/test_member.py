@@ -72,7 +72,10 @@ def test_devices_resolve_on_cpu_and_auto():
     from torchpbt.backends import resolve_devices
 
     assert resolve_devices(None) == ["cpu"]
-    assert resolve_devices(["cuda:0", "cuda:1"]) == ["cuda:0", "cuda:1"]
+    assert resolve_devices(["cpu", "cpu"]) == ["cpu", "cpu"]
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="not available here"):
+            resolve_devices(["cuda:0"])
     auto = resolve_devices("auto")
     assert auto == (["cpu"] if not torch.cuda.is_available() else auto)
 

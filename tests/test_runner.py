@@ -115,11 +115,12 @@ def test_exception_in_training_is_recorded_and_member_replaced(tmp_path):
     assert all(m["status"] == "done" for m in r.members)
 
 
-def test_evaluate_returning_text_is_a_recorded_failure(tmp_path):
-    r = pbt.run(ReturnsText, QSPACE, population=2, ready_every=5, steps=10, backend="serial",
+def test_evaluate_returning_text_is_refused_before_the_run_starts(tmp_path):
+    # the preflight scores one fresh member before anything is written
+    with pytest.raises(TypeError, match=r"ReturnsText\.evaluate\(\).*must return a float"):
+        pbt.run(ReturnsText, QSPACE, population=2, ready_every=5, steps=10, backend="serial",
                 progress=False, run_dir=tmp_path / "r")
-    fail = next(e for e in r.events if e["kind"] == "fail")
-    assert "evaluate() must return a float" in fail["detail"]["error"]
+    assert not (tmp_path / "r").exists()
 
 
 def test_mode_min_prefers_lower_scores(tmp_path):

@@ -9,7 +9,8 @@ from .exploit import MemberView, Tournament, Truncation, TTest  # noqa: E402
 from .explore import Perturb, Resample  # noqa: E402
 from .member import Member, TorchMember  # noqa: E402
 from .result import Result  # noqa: E402
-from .runner import load, run  # noqa: E402
+from .resume import resume  # noqa: E402
+from .runner import RunInterrupted, load, run  # noqa: E402
 from .scheduler import AsyncScheduler, Decision, PBTConfig, Report, SyncScheduler  # noqa: E402
 from .space import Choice, Float, Int, Space, SpaceError  # noqa: E402
 from .store import StoreError  # noqa: E402
@@ -19,5 +20,5 @@ __all__ = [
     "KnowledgeSharing", "datasets", "distillation_loss",
     "Member", "MemberView", "PBTConfig", "Perturb", "Report", "Resample", "Result", "Space",
     "SpaceError", "StoreError", "SyncScheduler", "TTest", "TorchMember", "Tournament",
-    "Truncation", "__version__", "load", "run",
+    "Truncation", "RunInterrupted", "__version__", "load", "resume", "run",
 ]

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from .faults import crash_point
+
 SUFFIX = ".pt"
 
 
@@ -47,7 +49,7 @@ class CheckpointDir:
         data = buf.getvalue()
         key = hashlib.sha256(data).hexdigest()
         target = self.file(key)
-        if not target.exists():
+        if not self._intact(target, key):  # dedup, but a damaged copy is written afresh
             fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".tmp-", suffix=SUFFIX)
             try:
                 with os.fdopen(fd, "wb") as f:
@@ -55,11 +57,19 @@ class CheckpointDir:
                     if self.durable:
                         f.flush()
                         os.fsync(f.fileno())
+                crash_point("checkpoint_write")
                 os.replace(tmp, target)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
         return key, len(data)
+
+    @staticmethod
+    def _intact(target: Path, key: str) -> bool:
+        try:
+            return hashlib.sha256(target.read_bytes()).hexdigest() == key
+        except FileNotFoundError:
+            return False
 
     def load(self, key: str, map_location: str | torch.device = "cpu") -> Any:
         """Read and verify a checkpoint; never unpickles arbitrary objects."""

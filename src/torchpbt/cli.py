@@ -36,6 +36,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_resume(args: argparse.Namespace) -> int:
+    from .resume import resume
+
+    result = resume(args.run_dir, storage=args.storage, backend=args.backend,
+                    workers=args.workers, progress=not args.quiet)
+    if args.quiet:
+        best = result.best_member
+        print(f"run {result.run['name']} {result.run['status']}; best member "
+              f"{best['member_id']} score {best['score']}")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     result = Result.load(args.run_dir, args.storage)
     cfg = result.run["config"]
@@ -116,11 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the file, after --")
     r.set_defaults(fn=cmd_run)
     for name, fn, help_ in (("status", cmd_status, "table of a run's members"),
+                            ("resume", cmd_resume, "continue a crashed or interrupted run"),
                             ("export", cmd_export, "write intervals, scores and events")):
         s = sub.add_parser(name, help=help_)
         s.add_argument("run_dir", help="the run directory (holds torchpbt.db and checkpoints/)")
         s.add_argument("--storage", default=None, help="store URL if not the run directory's SQLite")
         s.set_defaults(fn=fn)
+        if name == "resume":
+            s.add_argument("--backend", choices=("serial", "local"), default=None,
+                           help="default: the run's own")
+            s.add_argument("--workers", type=int, default=None)
+            s.add_argument("--quiet", action="store_true", help="no progress display")
         if name == "export":
             s.add_argument("--format", choices=("csv", "json"), default="csv")
             s.add_argument("--out", default=None, help="output directory (default RUN_DIR/export)")
@@ -136,6 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as exc:
         print(f"torchpbt {args.command}: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # RunInterrupted says how to resume
+        print(f"\ntorchpbt {args.command}: {exc or 'interrupted'}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

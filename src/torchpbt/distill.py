@@ -28,6 +28,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .faults import crash_point
+
 
 @dataclass(frozen=True)
 class KnowledgeSharing:
@@ -148,6 +150,9 @@ class SharedKnowledge:
                 "probs": torch.stack([self._written[k] for k in keys])}
 
 
+WORKING = "table-working.pt"
+
+
 class KnowledgeTable:
     """The versioned soft-target table in ``RUN_DIR/knowledge``; the controller writes it."""
 
@@ -177,22 +182,48 @@ class KnowledgeTable:
         self.has[idx] = True
         self._pending += 1
         if self._pending < refresh_every:
+            # merges not yet published must survive a controller crash too
+            self._write(self.path / WORKING)
             return False
         self.publish()
         return True
 
-    def publish(self) -> None:
-        self._pending = 0
-        self.version += 1
+    def _write(self, target: Path) -> str:
         buf = io.BytesIO()
         torch.save({"probs": self.probs, "has": self.has, "version": self.version}, buf)
         data = buf.getvalue()
         fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".tmp-")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.replace(tmp, self.file(self.version))
-        (self.path / f"table-v{self.version:06d}.sha256").write_text(
-            hashlib.sha256(data).hexdigest())
+        os.replace(tmp, target)
+        return hashlib.sha256(data).hexdigest()
+
+    def publish(self) -> None:
+        self._pending = 0
+        self.version += 1
+        digest = self._write(self.file(self.version))
+        crash_point("knowledge_publish")
+        (self.path / f"table-v{self.version:06d}.sha256").write_text(digest)
+
+    def state(self) -> dict[str, int]:
+        return {"version": self.version, "pending": self._pending}
+
+    def restore(self, state: Mapping[str, int]) -> None:
+        """Back to the state the store committed (files may be one merge ahead of it:
+        that merge is redone identically when its interval runs again)."""
+        self.version, self._pending = int(state["version"]), int(state["pending"])
+        self.probs = self.has = None
+        source = self.path / WORKING if self._pending else self.file(self.version)
+        if self._pending or self.version:
+            if not source.is_file():
+                raise RuntimeError(
+                    f"knowledge table {source} is missing; the run directory is incomplete."
+                )
+            if self._pending:
+                data = torch.load(source, weights_only=True, map_location="cpu")
+                self.probs, self.has = data["probs"], data["has"]
+            else:
+                self.probs, self.has = self.load(self.path, self.version)
 
     def prune(self, keep: set[int]) -> None:
         """Delete versions no queued or running interval reads (and not the latest)."""

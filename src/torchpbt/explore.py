@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from .exploit import check_strategy_call
 from .space import Choice, Space
 
 ExploreResult = tuple[dict[str, Any], dict[str, str]]
@@ -30,11 +31,13 @@ class Perturb:
             or f <= 0 for f in fs
         ):  # a NaN factor would turn every perturbed value into NaN
             raise ValueError(
-                f"Perturb(factors={factors!r}): give finite positive numbers such as (0.8, 1.2)."
+                f"Perturb(factors={factors!r}): factors must be finite numbers > 0; give e.g. "
+                "(0.8, 1.2)."
             )
         if not (isinstance(resample_probability, (int, float)) and 0 <= resample_probability <= 1):
             raise ValueError(
-                f"Perturb(resample_probability={resample_probability!r}): must be in [0, 1]."
+                f"Perturb(resample_probability={resample_probability!r}): must be in [0, 1]; "
+                "give e.g. 0.25."
             )
         self.factors = tuple(float(f) for f in fs)
         self.resample_probability = float(resample_probability)
@@ -95,3 +98,4 @@ def check_explore(explore: object) -> None:
             f"explore={explore!r} is not a strategy; use torchpbt.Perturb(), Resample(), None, "
             "or a callable(hparams, space, rng) -> hparams or (hparams, operations)."
         )
+    check_strategy_call("explore", explore, "hparams, space, rng")

@@ -13,9 +13,11 @@ order, so a restored checkpoint can never overwrite freshly explored values::
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -41,6 +43,11 @@ class Member:
         raise NotImplementedError
 
     def evaluate(self) -> float:
+        """The member's score (higher is better, or pass mode="min"): a float.
+
+        It must also work right after ``setup()``: ``torchpbt.run`` calls it once
+        on a fresh member, before anything is trained or written, to check it.
+        """
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
@@ -146,10 +153,21 @@ def check_member_class(member_cls: Any) -> None:
 
 
 def as_score(value: Any, where: str) -> float:
-    """A member's evaluate() must return a real number; say so clearly if not."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
+    """A member's evaluate() must return a real number; say so clearly if not.
+
+    A one-element tensor or array and a NumPy scalar count as numbers. NaN and
+    inf are numbers too: they mark a diverged member, which the run replaces.
+    """
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        size = value.numel() if isinstance(value, torch.Tensor) else value.size
+        if size != 1:
+            raise TypeError(
+                f"{where} returned a {type(value).__name__} of shape {tuple(value.shape)}; "
+                "evaluate() must return a float: reduce it to one number, e.g. "
+                "acc.mean().item()."
+            )
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(
             f"{where} returned {type(value).__name__} {value!r}; evaluate() must return "
             "a float (e.g. accuracy, or loss with mode='min')."

@@ -25,7 +25,8 @@ def open_run_store(run_dir: str | Path, storage: str | None = None) -> SQLStore:
             raise StoreError(f"run directory {run_dir} does not exist; check the path.")
         if not (run_dir / DB_NAME).is_file():
             raise StoreError(
-                f"{run_dir} holds no {DB_NAME}; is it a torchpbt run directory?"
+                f"{run_dir} holds no {DB_NAME}, so it is not a torchpbt run directory; pass "
+                "the run_dir a run was written to (or its storage URL)."
             )
         storage = store_url_for(run_dir)
     return SQLStore(storage, create=False)

@@ -1,35 +1,31 @@
-"""``torchpbt.run``: validate everything, then tie scheduler, backend, store and checkpoints."""
+"""``torchpbt.run`` and ``torchpbt.resume``: validate everything, then tie scheduler,
+backend, store and checkpoints together under one controller."""
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .backends import (
-    Backend,
-    ClassRef,
-    Outcome,
-    Task,
-    default_workers,
-    derive_seed,
-    make_backend,
-    resolve_devices,
-)
-from .backends.worker import KnowledgeTask
+from .backends import ClassRef, Task, default_workers, make_backend, resolve_devices
 from .checkpoints import CheckpointDir
+from .controller import Controller, Sharing
 from .display import LiveDisplay, print_summary
-from .distill import KnowledgeSharing, KnowledgeTable
+from .distill import KnowledgeSharing
 from .exploit import Truncation, check_exploit
 from .explore import Perturb, check_explore
 from .member import check_member_class
+from .preflight import preflight
 from .result import DB_NAME, Result, store_url_for
-from .scheduler import Decision, PBTConfig, Report, make_scheduler
+from .scheduler import PBTConfig, make_scheduler
 from .space import Domain, Space
-from .store import EventRecord, IntervalRecord, MemberUpdate, SQLStore
+from .specs import to_spec
+from .store import SQLStore, StoreError
 
 _DEFAULT = object()
 
@@ -39,14 +35,34 @@ def _prepare_run_dir(run_dir: str | Path | None, member_cls: type) -> Path:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         run_dir = Path("runs") / f"{member_cls.__name__.lower()}-{stamp}"
     run_dir = Path(run_dir)
-    if (run_dir / DB_NAME).exists():
+    if (run_dir / DB_NAME).exists() and _holds_a_run(run_dir):
         raise FileExistsError(
-            f"{run_dir} already holds a run; pass a new run_dir (or delete this one) "
-            "so nothing is overwritten."
+            f"{run_dir} already holds a run; continue it with `torchpbt resume {run_dir}` "
+            "(torchpbt.resume) or pass a new run_dir, so nothing is overwritten."
         )
     if run_dir.exists() and not run_dir.is_dir():
         raise NotADirectoryError(f"run_dir {run_dir} is a file; give a directory path.")
+    parent = next((p for p in run_dir.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise NotADirectoryError(
+            f"run_dir {run_dir}: {parent} is a file; give a run_dir inside a directory."
+        )
     return run_dir
+
+
+def _holds_a_run(run_dir: Path) -> bool:
+    """A store killed while creating its run holds no run: safe to start again in it."""
+    try:
+        store = SQLStore(store_url_for(run_dir), create=False)
+    except StoreError:
+        return True  # unreadable or newer: never touch it
+    try:
+        store.find_run()
+        return True
+    except StoreError:
+        return False
+    finally:
+        store.close()
 
 
 def run(
@@ -74,6 +90,7 @@ def run(
     progress: bool = True,
     summary: bool | None = None,
     knowledge_sharing: KnowledgeSharing | None = None,
+    max_retries: int = 2,
 ) -> Result:
     """Train a population with PBT and return its :class:`Result`.
 
@@ -83,7 +100,9 @@ def run(
     ``"serial"`` (deterministic, in-process) or ``"local"`` (process pool of
     ``workers``, default the number of cores); by default ``local`` when more
     than one worker is available. ``knowledge_sharing`` turns on distillation
-    from the top members (see :class:`torchpbt.KnowledgeSharing`).
+    from the top members (see :class:`torchpbt.KnowledgeSharing`). An interval whose
+    worker process dies is run again up to ``max_retries`` times before the member
+    counts as failed. Ctrl-C stops cleanly; ``torchpbt.resume(run_dir)`` continues.
     """
     exploit = Truncation(0.2) if exploit is _DEFAULT else exploit
     explore = Perturb() if explore is _DEFAULT else explore
@@ -99,10 +118,15 @@ def run(
             )
         knowledge_sharing.validate(space, population)
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed={seed!r} must be an int.")
+        raise ValueError(f"seed={seed!r} must be an int; give e.g. seed=0.")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
                                 or workers < 1):
         raise ValueError(f"workers={workers!r}: give a positive int (default: number of cores).")
+    for flag, value in (("sync", sync), ("inherit_hparams", inherit_hparams)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{flag}={value!r}: give True or False.")
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ValueError(f"max_retries={max_retries!r}: give an int >= 0 (default 2).")
     n_workers = workers or default_workers()
     backend = backend or ("local" if n_workers > 1 else "serial")
     if backend not in ("serial", "local"):
@@ -110,145 +134,85 @@ def run(
     device_list = resolve_devices(devices)
     scheduler = make_scheduler(sync, space, config, exploit, explore, seed=seed,
                                initial_hparams=initial_hparams)
+    preflight(member, scheduler.members[0].hparams)
     run_path = _prepare_run_dir(run_dir, member)
+    # a user-given store is opened first: if it cannot connect, nothing is created
+    store = SQLStore(storage) if storage else None
     run_path.mkdir(parents=True, exist_ok=True)
-    store = SQLStore(storage or store_url_for(run_path))
     ref = ClassRef.of(member)
     settings = {
         "population": population, "ready_every": ready_every, "steps": steps, "mode": mode,
         "sync": sync, "burn_in": burn_in, "inherit_hparams": inherit_hparams,
         "explore_when": explore_when, "seed": seed, "exploit": repr(exploit),
-        "explore": repr(explore), "backend": backend, "workers": n_workers,
+        "explore": repr(explore), "exploit_spec": to_spec(exploit),
+        "explore_spec": to_spec(explore), "backend": backend, "workers": n_workers,
         "devices": device_list, "member": {"module": ref.module, "qualname": ref.qualname,
                                            "path": ref.path},
         "run_dir": str(run_path.resolve()), "torchpbt": __version__,
         "knowledge_sharing": knowledge_sharing.to_dict() if knowledge_sharing else None,
+        "max_retries": max_retries,
     }
-    controller = _Controller(scheduler, store, CheckpointDir(run_path / "checkpoints"), seed,
-                             _Sharing(knowledge_sharing, run_path) if knowledge_sharing else None)
     try:
-        controller.create(name or run_path.name, settings, space)
-        with make_backend(backend, member, str(run_path / "checkpoints"), n_workers,
-                          device_list) as be, LiveDisplay(population * steps, steps,
-                                                          enabled=progress) as live:
-            controller.drive(be, live)
+        with run_lock(run_path):
+            store = store or SQLStore(store_url_for(run_path))
+            controller = Controller(
+                scheduler, store, CheckpointDir(run_path / "checkpoints"), seed,
+                Sharing(knowledge_sharing, run_path) if knowledge_sharing else None, max_retries)
+            tasks = controller.create(name or run_path.name, settings, space)
+            execute(controller, tasks, member, run_path, backend, n_workers, device_list,
+                    population * steps, steps, 0, progress)
     finally:
-        store.close()
+        if store is not None:
+            store.close()
     result = Result.load(run_path, storage)
     if summary if summary is not None else progress:
         print_summary(result)
     return result
 
 
-class _Controller:
-    """The only writer: turns outcomes into reports, decisions into tasks and records."""
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the run cleanly; it can be resumed."""
 
-    def __init__(self, scheduler: Any, store: SQLStore, checkpoints: CheckpointDir,
-                 seed: int, sharing: _Sharing | None = None) -> None:
-        self.scheduler, self.store, self.checkpoints, self.seed = scheduler, store, checkpoints, seed
-        self.sharing = sharing
-        self.in_flight: dict[int, Task] = {}
-        self.known: set[str] = set()
-        self.run_id = -1
-
-    def create(self, name: str, settings: Mapping[str, Any], space: Space) -> None:
-        self.decisions = self.scheduler.start()
-        members = [MemberUpdate(d.member_id, d.hparams, 0, None, "training") for d in self.decisions]
-        self.run_id = self.store.create_run(name, settings, space.to_dict(), members)
-        events = [EventRecord("start", d.member_id, 0, new_hparams=d.hparams) for d in self.decisions]
-        self.store.record(self.run_id, None, events, [], self.scheduler.state_dict())
-
-    def drive(self, backend: Backend, live: LiveDisplay) -> None:
-        for d in self.decisions:
-            live.update(d.member_id, status="training", hparams=d.hparams)
-            self._submit(backend, d)
-        while backend.pending:
-            for out in backend.wait():
-                self._handle(backend, out, live)
-        self.store.record(self.run_id, None, [], [], self.scheduler.state_dict(), status="done")
-
-    def _submit(self, backend: Backend, d: Decision) -> None:
-        knowledge = self.sharing.task_for(d.member_id, self.scheduler) if self.sharing else None
-        task = Task(d.member_id, d.step, d.train_steps, d.hparams, d.checkpoint,
-                    derive_seed(self.seed, d.member_id, d.step), knowledge)
-        self.in_flight[d.member_id] = task
-        backend.submit(task)
-
-    def _handle(self, backend: Backend, out: Outcome, live: LiveDisplay) -> None:
-        task = self.in_flight.pop(out.member_id)
-        decisions = self.scheduler.report(
-            Report(out.member_id, out.end_step, out.score, out.checkpoint, out.failed, out.error))
-        events = []
-        extra = None
-        if self.sharing and task.knowledge is not None:
-            extra = {"knowledge_version": task.knowledge.version, "writer": task.knowledge.writer}
-            if out.knowledge is not None and not out.failed:
-                events += self.sharing.merge(out, self.in_flight.values())
-        interval = IntervalRecord(
-            out.member_id, task.start_step, out.end_step, task.hparams, task.checkpoint,
-            out.checkpoint, None if out.failed else out.score, out.loss, out.duration_s,
-            out.worker, out.error, out.checkpoint_size, extra)
-        if out.failed:
-            events.append(EventRecord("fail", out.member_id, out.end_step,
-                                      detail={"error": out.error, "score": repr(out.score)}))
-        for d in decisions:
-            if d.action != "continue":
-                detail = {"reason": d.reason} if d.reason else {}
-                if d.action == "exploit":
-                    detail.update(checkpoint=d.checkpoint, score=d.score,
-                                  donor_score=d.donor_score)
-                events.append(EventRecord(d.action, d.member_id, d.step, d.donor_id, d.donor_step,
-                                          d.old_hparams, d.hparams, d.operations, detail))
-        updates = [MemberUpdate(d.member_id, d.hparams, d.step, d.checkpoint,
-                                "done" if d.action == "stop" else "training", d.donor_id,
-                                d.action == "exploit") for d in decisions]
-        if out.checkpoint:
-            self.known.add(out.checkpoint)
-        live_keys = {m.checkpoint for m in self.scheduler.members.values() if m.checkpoint}
-        live_keys |= {t.checkpoint for t in self.in_flight.values() if t.checkpoint}
-        live_keys |= {d.checkpoint for d in decisions if d.checkpoint}
-        garbage = sorted(self.known - live_keys)
-        self.store.record(self.run_id, interval, events, updates, self.scheduler.state_dict(),
-                          deleted_checkpoints=garbage)
-        for key in garbage:  # after the commit: a crash here leaves only stray files
-            self.checkpoints.delete(key)
-        self.known -= set(garbage)
-        live.update(out.member_id, score=None if out.failed else out.score)
-        for d in decisions:
-            row = {"step": d.step, "hparams": d.hparams,
-                   "status": "done" if d.action == "stop" else "training"}
-            if d.action == "exploit":
-                row["parent_id"] = d.donor_id
-                row["exploits"] = live.rows.get(d.member_id, {}).get("exploits", 0) + 1
-            live.update(d.member_id, **row)
-            if d.train_steps > 0:
-                self._submit(backend, d)
-        live.advance(out.end_step - task.start_step)
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(f"run interrupted; continue it with: torchpbt resume {run_dir}")
+        self.run_dir = run_dir
 
 
-class _Sharing:
-    """The controller's side of knowledge sharing: who writes, merging, table versions."""
+def execute(controller: Controller, tasks: list[Task], member: type, run_path: Path,
+            backend: str, workers: int, devices: list[str], total: int, steps: int,
+            done_steps: int, progress: bool) -> None:
+    """Drive a created or restored controller to the end; Ctrl-C leaves it resumable."""
+    try:
+        with make_backend(backend, member, str(run_path / "checkpoints"), workers,
+                          devices) as be, LiveDisplay(total, steps, enabled=progress) as live:
+            live.advance(done_steps)
+            controller.drive(be, live, tasks)
+    except KeyboardInterrupt:
+        # every committed step is already durable: only mark the run, then say how to go on
+        controller.store.record(controller.run_id, None, [], [], None, status="interrupted")
+        raise RunInterrupted(run_path) from None
 
-    def __init__(self, options: KnowledgeSharing, run_path: Path) -> None:
-        self.options = options
-        self.table = KnowledgeTable(run_path / "knowledge")
 
-    def task_for(self, member_id: int, scheduler: Any) -> KnowledgeTask:
-        # rank by latest score without touching the scheduler's RNG, so alpha=0
-        # reproduces plain PBT's decisions exactly
-        scored = [m for m in scheduler.members.values() if m.history]
-        scored.sort(key=lambda m: (-m.history[-1], m.member_id))
-        writers = {m.member_id for m in scored[: self.options.top_k]}
-        return KnowledgeTask(self.options, self.table.version, member_id in writers)
-
-    def merge(self, out: Outcome, in_flight: Any) -> list[EventRecord]:
-        assert out.knowledge is not None
-        if not self.table.merge(out.knowledge, self.options.refresh_every):
-            return []
-        self.table.prune({t.knowledge.version for t in in_flight if t.knowledge})
-        return [EventRecord("knowledge", out.member_id, out.end_step, detail={
-            "version": self.table.version, "entries": self.table.entries,
-            "written": int(len(out.knowledge["indices"]))})]
+@contextmanager
+def run_lock(run_path: Path) -> Iterator[None]:
+    """One controller per run directory (store rule 1); the kernel drops the lock
+    when the process dies, even by SIGKILL, so a crashed run is never locked out."""
+    path = run_path / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise StoreError(
+                f"{run_path} is being run by another process (pid {owner}); wait for it to "
+                "finish or stop it before starting or resuming this run."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def load(run_dir: str | os.PathLike[str], storage: str | None = None) -> Result:

@@ -31,6 +31,7 @@ class Report:
     checkpoint: str | None
     failed: bool = False
     error: str | None = None
+    bad_checkpoint: str | None = None  # the interval's start checkpoint could not be loaded
 
 
 @dataclass(frozen=True)
@@ -84,10 +85,11 @@ class PBTConfig:
         for name in ("population", "ready_every", "steps"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
-                raise ValueError(f"{name}={v!r} must be an int.")
+                raise ValueError(f"{name}={v!r} must be an int; give a whole number, e.g. {name}=10.")
         if self.population < 2:
             raise ValueError(
-                f"population={self.population}: PBT needs at least 2 members to exploit."
+                f"population={self.population}: PBT needs at least 2 members to exploit; "
+                "pass population=2 or more."
             )
         if self.ready_every <= 0:
             raise ValueError(
@@ -139,6 +141,7 @@ class _Scheduler:
         else:
             hps = [space.sample(self.rng) for _ in range(config.population)]
         self.members = {i: MemberState(i, hp) for i, hp in enumerate(hps)}
+        self.bad_checkpoints: set[str] = set()  # never handed out again
 
     # -- public -------------------------------------------------------------
     def start(self) -> list[Decision]:
@@ -166,6 +169,7 @@ class _Scheduler:
                  "history": [x if math.isfinite(x) else None for x in m.history]}
                 for m in self.members.values()
             ],
+            "bad_checkpoints": sorted(self.bad_checkpoints),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -176,6 +180,7 @@ class _Scheduler:
                 d["member_id"], self.space.coerce(d["hparams"]), d["step"], d["checkpoint"],
                 [-math.inf if x is None else float(x) for x in d["history"]], d["done"],
             )
+        self.bad_checkpoints = set(state.get("bad_checkpoints", []))
 
     # -- shared decision logic -----------------------------------------------
     def _next_steps(self, m: MemberState) -> int:
@@ -186,6 +191,8 @@ class _Scheduler:
         if m.done:
             raise ValueError(f"member {m.member_id} reported after it finished")
         m.step = report.step
+        if report.bad_checkpoint:
+            self.bad_checkpoints.add(report.bad_checkpoint)
         if report.failed:
             m.history.append(-math.inf)
         else:
@@ -199,7 +206,7 @@ class _Scheduler:
         return [
             MemberView(m.member_id, m.step, m.history[-1], m.history, self.rng.random())
             for m in self.members.values()
-            if m.history and m.checkpoint is not None
+            if m.history and m.checkpoint is not None and m.checkpoint not in self.bad_checkpoints
         ]
 
     def _frozen(self) -> dict[int, Donor]:

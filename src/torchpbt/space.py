@@ -58,7 +58,10 @@ class Domain:
 def _check_bounds(kind: str, low: float, high: float, log: bool) -> None:
     for name, v in (("low", low), ("high", high)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise SpaceError(f"{kind}({low!r}, {high!r}): {name} must be a finite number.")
+            raise SpaceError(
+                f"{kind}({low!r}, {high!r}): {name} must be a finite number; give real bounds "
+                f"such as {kind}(1, 10)."
+            )
     if low >= high:
         raise SpaceError(
             f"{kind}({low!r}, {high!r}): low must be < high; swap them or widen the range."
@@ -157,7 +160,9 @@ class Choice(Domain):
     def __init__(self, values: Iterable[Any], ordered: bool = False) -> None:
         vals = list(values)
         if not vals:
-            raise SpaceError("Choice([]): give at least one value.")
+            raise SpaceError(
+                "Choice([]) has no values; give at least one value, e.g. Choice(['adam', 'sgd'])."
+            )
         for v in vals:
             if not isinstance(v, JSONScalar):
                 raise SpaceError(
@@ -217,7 +222,7 @@ class Space(Mapping[str, Domain]):
             domains = dict(domains.items())
         if not isinstance(domains, Mapping) or not domains:
             raise SpaceError(
-                "The search space must be a non-empty dict such as "
+                f"The search space {domains!r} is not a non-empty dict; give one such as "
                 "{'lr': torchpbt.Float(1e-4, 1e-1, log=True)}."
             )
         for name, dom in domains.items():
@@ -246,7 +251,7 @@ class Space(Mapping[str, Domain]):
         if unknown:
             raise SpaceError(
                 f"{where} names unknown hyperparameter(s) {unknown}; "
-                f"the space has {sorted(self._d)}."
+                f"the space has {sorted(self._d)}: use only those names."
             )
 
     def validate(self, hparams: Mapping[str, Any], where: str = "hparams") -> dict[str, Any]:
@@ -254,20 +259,30 @@ class Space(Mapping[str, Domain]):
         self.check_names(hparams, where)
         missing = sorted(set(self._d) - set(hparams))
         if missing:
-            raise SpaceError(f"{where} lacks hyperparameter(s) {missing}.")
+            raise SpaceError(
+                f"{where} lacks hyperparameter(s) {missing}; give a value for every name in "
+                "the space."
+            )
         out = {}
         for name, dom in self._d.items():
             v = hparams[name]
             if isinstance(dom, Choice):
                 if not dom.contains(v):
-                    raise SpaceError(f"{where}: {name}={v!r} is not one of {dom.values!r}.")
+                    raise SpaceError(
+                        f"{where}: {name}={v!r} is not one of {dom.values!r}; pick one of them."
+                    )
             elif isinstance(v, bool) or not isinstance(v, (int, float)) or not (
                 dom.low <= v <= dom.high  # type: ignore[attr-defined]
             ):
-                raise SpaceError(f"{where}: {name}={v!r} is outside {dom!r}.")
+                raise SpaceError(
+                    f"{where}: {name}={v!r} is outside {dom!r}; give a number within its "
+                    "bounds (or widen the space)."
+                )
             elif isinstance(dom, Int) and not float(v).is_integer():
                 # 2.5 silently becoming 2 would hide a mistake; 3.0 (from JSON) is fine
-                raise SpaceError(f"{where}: {name}={v!r} is not a whole number for {dom!r}.")
+                raise SpaceError(
+                    f"{where}: {name}={v!r} is not a whole number for {dom!r}; give an int."
+                )
             out[name] = dom.coerce(v)
         return out
 

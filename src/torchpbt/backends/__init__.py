@@ -24,11 +24,19 @@ def resolve_devices(devices: str | list[str] | None) -> list[str]:
     out = []
     for d in devices:
         try:
-            torch.device(d)
+            dev = torch.device(d)
         except (RuntimeError, TypeError):
             raise ValueError(
                 f"devices: {d!r} is not a torch device; use 'cpu', 'cuda:0', ... or 'auto'."
             ) from None
+        if dev.type == "cuda":
+            n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if (dev.index or 0) >= n:
+                visible = [f"cuda:{i}" for i in range(n)]
+                raise ValueError(
+                    f"devices: {d!r} is not available here ({n} CUDA device(s)); use 'cpu', "
+                    f"'auto'{' or one of ' + str(visible) if visible else ''}."
+                )
         out.append(str(d))
     if not out:
         raise ValueError("devices=[] names no device; use 'cpu' or 'auto'.")

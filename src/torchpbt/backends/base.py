@@ -26,8 +26,15 @@ class Backend(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook: most backends hold nothing
         """Release processes; the default backend holds none."""
 
+    def abort(self) -> None:
+        """Stop at once (Ctrl-C, a fatal error); by default the same as close()."""
+        self.close()
+
     def __enter__(self) -> Backend:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

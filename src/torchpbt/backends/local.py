@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
+import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -20,13 +23,23 @@ _RUNNER: IntervalRunner | None = None
 
 
 def _init_worker(ref: ClassRef, checkpoint_dir: str, devices: list[str], threads: int,
-                 slots: Any) -> None:
+                 slots: Any, parent: int) -> None:
     global _RUNNER
     import torch
 
+    # Ctrl-C reaches the whole process group: the controller alone decides how to stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     torch.set_num_threads(threads)
     slot = slots.get()
     _RUNNER = IntervalRunner(ref.resolve(), checkpoint_dir, devices[slot % len(devices)])
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A SIGKILLed controller cannot stop its pool: workers notice and leave on their own."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _run(task: Task) -> Outcome:
@@ -54,7 +67,7 @@ class LocalBackend(Backend):
         threads = max(1, (os.cpu_count() or 1) // self.workers)
         return ProcessPoolExecutor(
             self.workers, mp_context=ctx, initializer=_init_worker,
-            initargs=(*self._args, self.devices, threads, slots),
+            initargs=(*self._args, self.devices, threads, slots, os.getpid()),
         )
 
     def submit(self, task: Task) -> None:
@@ -103,10 +116,19 @@ class LocalBackend(Backend):
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
+    def abort(self) -> None:
+        """Stop now (Ctrl-C): running intervals are dropped; resume runs them again."""
+        processes = list((getattr(self._pool, "_processes", None) or {}).values())
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for p in processes:
+            p.terminate()
+        for p in processes:
+            p.join(timeout=5)
+
 
 DIED = "worker process died"
 
 
 def _died(task: Task, why: str) -> Outcome:
     return Outcome(task.member_id, task.start_step, task.start_step + task.steps, float("nan"),
-                   None, None, 0, 0.0, "local", why)
+                   None, None, 0, 0.0, "local", why, crashed=why == DIED)

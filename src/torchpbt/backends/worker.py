@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoints import CheckpointDir
+from ..checkpoints import CheckpointDir, CheckpointError
 from ..distill import KnowledgeSharing, KnowledgeTable, SharedKnowledge
 from ..member import as_score, is_bad_loss
 
@@ -60,6 +60,8 @@ class Outcome:
     worker: str
     error: str | None = None
     knowledge: dict[str, Any] | None = None  # a writer's predictions: indices, probs
+    crashed: bool = False  # the worker process died: the interval may be retried
+    bad_checkpoint: str | None = None  # the start checkpoint was missing/damaged/refused
 
     @property
     def failed(self) -> bool:
@@ -81,6 +83,10 @@ class ClassRef:
 
     def resolve(self) -> type:
         mod = sys.modules.get(self.module)
+        if self.module in ("__main__", "__mp_main__") and self.path and (
+            mod is None or not _same_file(getattr(mod, "__file__", None), self.path)
+        ):  # the script that started the run is not this program's main (e.g. resume)
+            return _getattr_path(load_module_from_path(self.path), self.qualname)
         if mod is None:
             try:
                 mod = importlib.import_module(self.module)
@@ -88,15 +94,26 @@ class ClassRef:
                 if not self.path:
                     raise
                 mod = load_module_from_path(self.path, self.module)
-        obj: Any = mod
-        for part in self.qualname.split("."):
-            obj = getattr(obj, part)
-        return obj
+        return _getattr_path(mod, self.qualname)
+
+
+def _same_file(a: str | None, b: str) -> bool:
+    return a is not None and os.path.abspath(a) == os.path.abspath(b)
+
+
+def _getattr_path(mod: Any, qualname: str) -> Any:
+    obj: Any = mod
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def load_module_from_path(path: str, name: str | None = None) -> Any:
     """Import a .py file as a module (the CLI's ``torchpbt run FILE.py``)."""
     name = name or "torchpbt_user_" + os.path.splitext(os.path.basename(path))[0]
+    loaded = sys.modules.get(name)
+    if loaded is not None and _same_file(getattr(loaded, "__file__", None), path):
+        return loaded
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {path}")
@@ -168,6 +185,9 @@ class IntervalRunner:
             if not np.isfinite(score):
                 return self._failed(task, t0, loss, f"score is {score}", score)
             key, size = self.checkpoints.save(inst.state_dict())
+        except CheckpointError:  # never loaded: the controller stops handing this key out
+            return self._failed(task, t0, loss, traceback.format_exc(),
+                                bad_checkpoint=task.checkpoint)
         except Exception:
             return self._failed(task, t0, loss, traceback.format_exc())
         self._live[task.member_id] = (inst, key)
@@ -177,8 +197,10 @@ class IntervalRunner:
                        knowledge=shared.contribution() if shared is not None else None)
 
     def _failed(
-        self, task: Task, t0: float, loss: float | None, error: str, score: float = float("nan")
+        self, task: Task, t0: float, loss: float | None, error: str, score: float = float("nan"),
+        bad_checkpoint: str | None = None,
     ) -> Outcome:
         self._live.pop(task.member_id, None)  # its in-memory state is not trustworthy
         return Outcome(task.member_id, task.start_step, task.start_step + task.steps, score, loss,
-                       None, 0, time.perf_counter() - t0, self.name, error)
+                       None, 0, time.perf_counter() - t0, self.name, error,
+                       bad_checkpoint=bad_checkpoint)

@@ -82,9 +82,11 @@ class BaseStore(abc.ABC):
     @abc.abstractmethod
     def create_run(
         self, name: str, config: Mapping[str, Any], space: Mapping[str, Any],
-        members: Sequence[MemberUpdate],
+        members: Sequence[MemberUpdate], events: Sequence[EventRecord] = (),
+        scheduler_state: Mapping[str, Any] | None = None,
     ) -> int:
-        """Create a run and its members; refuse a name that exists."""
+        """Create a run, its members, first events and state in one transaction;
+        refuse a name that exists."""
 
     @abc.abstractmethod
     def find_run(self, name: str | None = None) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..faults import crash_point
 from .base import SCHEMA_VERSION, BaseStore, EventRecord, IntervalRecord, MemberUpdate, StoreError
 from .models import (
     Base,
@@ -67,10 +68,14 @@ class SQLStore(BaseStore):
         try:
             self._check_schema(create)
         except OperationalError as exc:
+            self.engine.dispose()  # no open connection (and no -wal file) left behind
             raise StoreError(
                 f"cannot connect to store {url!r}: {exc.orig}. Check the URL, that the "
                 "database server runs and that the directory is writable."
             ) from exc
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     def _check_schema(self, create: bool) -> None:
         insp = inspect(self.engine)
@@ -93,16 +98,23 @@ class SQLStore(BaseStore):
     # -- writes -------------------------------------------------------------
     def create_run(
         self, name: str, config: Mapping[str, Any], space: Mapping[str, Any],
-        members: Sequence[MemberUpdate],
+        members: Sequence[MemberUpdate], events: Sequence[EventRecord] = (),
+        scheduler_state: Mapping[str, Any] | None = None,
     ) -> int:
         try:
             with self._session() as s, s.begin():
-                run = Run(name=name, config=dict(config), space=dict(space))
+                run = Run(name=name, config=dict(config), space=dict(space),
+                          scheduler_state=dict(scheduler_state) if scheduler_state else None)
                 s.add(run)
                 s.flush()
                 for m in members:
                     s.add(MemberRow(run_id=run.id, member_id=m.member_id, hparams=dict(m.hparams),
                                     step=m.step, checkpoint=m.checkpoint, status=m.status))
+                for ev in events:
+                    s.add(EventRow(run_id=run.id, kind=ev.kind, member_id=ev.member_id,
+                                   step=ev.step, new_hparams=ev.new_hparams, detail=dict(ev.detail)))
+                s.flush()
+                crash_point("store_commit")
                 return run.id
         except IntegrityError:
             raise StoreError(
@@ -154,6 +166,7 @@ class SQLStore(BaseStore):
                 run_values["status"] = status
             if c.execute(update(Run).where(Run.id == run_id).values(**run_values)).rowcount != 1:
                 raise StoreError(f"no run with id {run_id} in {self.url}")
+            crash_point("store_commit")
 
     @staticmethod
     def _record_interval(c: Any, run_id: int, iv: IntervalRecord) -> None:

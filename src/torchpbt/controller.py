@@ -1,0 +1,231 @@
+"""The controller: the only writer of a run.
+
+It turns outcomes into scheduler reports, decisions into tasks, and commits
+each step (interval, events, members, and its own state) in one store
+transaction *before* it hands the next tasks to the backend. So after a crash
+the store always says exactly which intervals were running, and
+``torchpbt resume`` can start them again: with the serial backend a resumed
+run is identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .backends import Backend, Outcome, Task, derive_seed
+from .backends.worker import KnowledgeTask
+from .checkpoints import CheckpointDir
+from .display import LiveDisplay
+from .distill import KnowledgeSharing, KnowledgeTable
+from .faults import crash_point
+from .scheduler import Decision, Report
+from .space import Space
+from .store import EventRecord, IntervalRecord, MemberUpdate, SQLStore
+
+
+class WorkersKeepDying(RuntimeError):
+    """Every interval so far died with its worker: retrying cannot help."""
+
+
+class Controller:
+    def __init__(self, scheduler: Any, store: SQLStore, checkpoints: CheckpointDir, seed: int,
+                 sharing: Sharing | None = None, max_retries: int = 2) -> None:
+        self.scheduler, self.store, self.checkpoints, self.seed = scheduler, store, checkpoints, seed
+        self.sharing, self.max_retries = sharing, max_retries
+        self.in_flight: dict[int, Task] = {}
+        self.retries: dict[int, int] = {}
+        self.known: set[str] = set()
+        self.run_id = -1
+        self.completed = 0  # intervals that came back with a checkpoint, this process
+        self.crashes = 0
+
+    # -- persistent state ---------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Everything resume needs beyond the store's tables; saved with every step."""
+        return {
+            "scheduler": self.scheduler.state_dict(),
+            "in_flight": [_task_to_json(t) for t in self.in_flight.values()],
+            "retries": {str(k): v for k, v in self.retries.items()},
+            "sharing": self.sharing.table.state() if self.sharing else None,
+        }
+
+    def restore(self, run_id: int, state: Mapping[str, Any]) -> list[Task]:
+        """Load a committed state; return the intervals that were running at the crash."""
+        self.run_id = run_id
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.retries = {int(k): v for k, v in state.get("retries", {}).items()}
+        options = self.sharing.options if self.sharing else None
+        tasks = [_task_from_json(d, options) for d in state.get("in_flight", [])]
+        if self.sharing and state.get("sharing"):
+            self.sharing.table.restore(state["sharing"])
+        self.known = {c["key"] for c in self.store.checkpoints(run_id)}
+        referenced = self.known | {t.checkpoint for t in tasks if t.checkpoint} | {
+            m.checkpoint for m in self.scheduler.members.values() if m.checkpoint}
+        # files written after the last commit, or garbage whose deletion was cut short
+        self.checkpoints.collect_garbage(referenced)
+        return tasks
+
+    def create(self, name: str, settings: Mapping[str, Any], space: Space) -> list[Task]:
+        decisions = self.scheduler.start()
+        members = [MemberUpdate(d.member_id, d.hparams, 0, None, "training") for d in decisions]
+        events = [EventRecord("start", d.member_id, 0, new_hparams=d.hparams) for d in decisions]
+        tasks = [self._task_for(d) for d in decisions]
+        self.in_flight = {t.member_id: t for t in tasks}
+        self.run_id = self.store.create_run(name, settings, space.to_dict(), members, events,
+                                            self.state())
+        return tasks
+
+    # -- the loop -----------------------------------------------------------
+    def drive(self, backend: Backend, live: LiveDisplay, tasks: Iterable[Task]) -> None:
+        self.in_flight = {t.member_id: t for t in tasks}
+        for t in self.in_flight.values():
+            live.update(t.member_id, status="training", hparams=t.hparams, step=t.start_step)
+            backend.submit(t)
+        while backend.pending:
+            for out in backend.wait():
+                self._handle(backend, out, live)
+        self.store.record(self.run_id, None, [], [], self.state(), status="done")
+
+    def _task_for(self, d: Decision) -> Task:
+        knowledge = self.sharing.task_for(d.member_id, self.scheduler) if self.sharing else None
+        return Task(d.member_id, d.step, d.train_steps, d.hparams, d.checkpoint,
+                    derive_seed(self.seed, d.member_id, d.step), knowledge)
+
+    def _retry(self, backend: Backend, out: Outcome, task: Task) -> bool:
+        """A dead worker is not the member's fault: run the same interval again, a few times."""
+        if not out.crashed:
+            return False
+        self.crashes += 1
+        limit = len(self.scheduler.members) * (self.max_retries + 1)
+        if self.completed == 0 and self.crashes >= limit:
+            raise WorkersKeepDying(
+                f"{self.crashes} intervals died with their worker process and none finished. "
+                "Check the worker's error output above; a script run with the local backend "
+                "must start torchpbt.run under `if __name__ == \"__main__\":`."
+            )
+        attempt = self.retries.get(out.member_id, 0) + 1
+        if attempt > self.max_retries:
+            return False
+        self.retries[out.member_id] = attempt
+        event = EventRecord("retry", out.member_id, task.start_step,
+                            detail={"error": out.error, "attempt": attempt})
+        self.store.record(self.run_id, None, [event], [], self.state())
+        backend.submit(task)
+        return True
+
+    def _handle(self, backend: Backend, out: Outcome, live: LiveDisplay) -> None:
+        crash_point("outcome")
+        task = self.in_flight[out.member_id]
+        if self._retry(backend, out, task):
+            return
+        del self.in_flight[out.member_id]
+        attempts = self.retries.pop(out.member_id, 0) + 1
+        if not out.failed:
+            self.completed += 1
+        decisions = self.scheduler.report(Report(
+            out.member_id, out.end_step, out.score, out.checkpoint, out.failed, out.error,
+            out.bad_checkpoint))
+        events = []
+        extra = None
+        if self.sharing and task.knowledge is not None:
+            extra = {"knowledge_version": task.knowledge.version, "writer": task.knowledge.writer}
+            if out.knowledge is not None and not out.failed:
+                events += self.sharing.merge(out)
+        interval = IntervalRecord(
+            out.member_id, task.start_step, out.end_step, task.hparams, task.checkpoint,
+            out.checkpoint, None if out.failed else out.score, out.loss, out.duration_s,
+            out.worker, out.error, out.checkpoint_size, extra)
+        if out.failed:
+            detail: dict[str, Any] = {"error": out.error, "score": repr(out.score)}
+            if out.crashed:
+                detail["attempts"] = attempts
+            if out.bad_checkpoint:
+                detail["bad_checkpoint"] = out.bad_checkpoint
+            events.append(EventRecord("fail", out.member_id, out.end_step, detail=detail))
+        events += [_event(d) for d in decisions if d.action != "continue"]
+        updates = [MemberUpdate(d.member_id, d.hparams, d.step, d.checkpoint,
+                                "done" if d.action == "stop" else "training", d.donor_id,
+                                d.action == "exploit") for d in decisions]
+        new_tasks = [self._task_for(d) for d in decisions if d.train_steps > 0]
+        self.in_flight.update({t.member_id: t for t in new_tasks})
+        if out.checkpoint:
+            self.known.add(out.checkpoint)
+        live_keys = {m.checkpoint for m in self.scheduler.members.values() if m.checkpoint}
+        live_keys |= {t.checkpoint for t in self.in_flight.values() if t.checkpoint}
+        garbage = sorted(self.known - live_keys)
+        self.store.record(self.run_id, interval, events, updates, self.state(),
+                          deleted_checkpoints=garbage)
+        crash_point("after_commit")
+        for key in garbage:  # after the commit: a crash here leaves only stray files
+            self.checkpoints.delete(key)
+        self.known -= set(garbage)
+        if self.sharing:
+            self.sharing.prune(self.in_flight.values())
+        crash_point("before_submit")
+        live.update(out.member_id, score=None if out.failed else out.score)
+        for d in decisions:
+            row: dict[str, Any] = {"step": d.step, "hparams": d.hparams,
+                                   "status": "done" if d.action == "stop" else "training"}
+            if d.action == "exploit":
+                row["parent_id"] = d.donor_id
+                row["exploits"] = live.rows.get(d.member_id, {}).get("exploits", 0) + 1
+            live.update(d.member_id, **row)
+        for t in new_tasks:
+            backend.submit(t)
+        live.advance(out.end_step - task.start_step)
+
+
+def _event(d: Decision) -> EventRecord:
+    detail: dict[str, Any] = {"reason": d.reason} if d.reason else {}
+    if d.action == "exploit":
+        detail.update(checkpoint=d.checkpoint, score=d.score, donor_score=d.donor_score)
+    return EventRecord(d.action, d.member_id, d.step, d.donor_id, d.donor_step,
+                       d.old_hparams, d.hparams, d.operations, detail)
+
+
+def _task_to_json(t: Task) -> dict[str, Any]:
+    d = asdict(t)
+    d["knowledge"] = None if t.knowledge is None else {"version": t.knowledge.version,
+                                                       "writer": t.knowledge.writer}
+    return d
+
+
+def _task_from_json(d: Mapping[str, Any], options: KnowledgeSharing | None) -> Task:
+    k = d.get("knowledge")
+    knowledge = None if k is None or options is None else KnowledgeTask(
+        options, k["version"], k["writer"])
+    return Task(d["member_id"], d["start_step"], d["steps"], dict(d["hparams"]), d["checkpoint"],
+                d["seed"], knowledge)
+
+
+class Sharing:
+    """The controller's side of knowledge sharing: who writes, merging, table versions."""
+
+    def __init__(self, options: KnowledgeSharing, run_path: Path) -> None:
+        self.options = options
+        self.table = KnowledgeTable(run_path / "knowledge")
+
+    def task_for(self, member_id: int, scheduler: Any) -> KnowledgeTask:
+        # rank by latest score without touching the scheduler's RNG, so alpha=0
+        # reproduces plain PBT's decisions exactly
+        scored = [m for m in scheduler.members.values()
+                  if m.history and math.isfinite(m.history[-1])]
+        scored.sort(key=lambda m: (-m.history[-1], m.member_id))
+        writers = {m.member_id for m in scored[: self.options.top_k]}
+        return KnowledgeTask(self.options, self.table.version, member_id in writers)
+
+    def merge(self, out: Outcome) -> list[EventRecord]:
+        assert out.knowledge is not None
+        if not self.table.merge(out.knowledge, self.options.refresh_every):
+            return []
+        return [EventRecord("knowledge", out.member_id, out.end_step, detail={
+            "version": self.table.version, "entries": self.table.entries,
+            "written": int(len(out.knowledge["indices"]))})]
+
+    def prune(self, in_flight: Iterable[Task]) -> None:
+        """After the commit, so a resumed interval still finds the version it read."""
+        self.table.prune({t.knowledge.version for t in in_flight if t.knowledge})

@@ -1,0 +1,111 @@
+"""``torchpbt.resume``: continue a crashed or interrupted run from its store.
+
+Everything comes from the store: settings, space, strategies (as specs), the
+scheduler's RNG and members, and the intervals that were running when the
+controller stopped. Those intervals run again from their start checkpoints with
+their original seeds, so with the serial backend the resumed run's event log
+and scores equal an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .backends import ClassRef, default_workers, resolve_devices
+from .checkpoints import CheckpointDir
+from .controller import Controller, Sharing
+from .display import print_summary
+from .distill import KnowledgeSharing
+from .member import check_member_class
+from .result import Result, open_run_store
+from .runner import execute, run_lock
+from .scheduler import PBTConfig, make_scheduler
+from .space import Space
+from .specs import from_spec
+from .store import EventRecord, StoreError
+
+_STORED = object()
+
+
+def resume(
+    run_dir: str | Path,
+    *,
+    storage: str | None = None,
+    member: type | None = None,
+    exploit: Any = _STORED,
+    explore: Any = _STORED,
+    backend: str | None = None,
+    workers: int | None = None,
+    devices: str | list[str] | None = None,
+    progress: bool = True,
+    summary: bool | None = None,
+) -> Result:
+    """Continue the run in ``run_dir`` where its store says it stopped.
+
+    ``member``, ``exploit`` and ``explore`` are rebuilt from the store; pass them
+    only if they cannot be imported back (a class defined inside a function, a
+    lambda). ``backend``/``workers``/``devices`` default to the run's own.
+    A finished run is returned as is.
+    """
+    run_path = Path(run_dir)
+    store = open_run_store(run_path, storage)
+    try:
+        try:
+            run = store.find_run()
+        except StoreError:
+            raise StoreError(
+                f"{run_path} holds no run: it was stopped before its first step was stored, so "
+                "there is nothing to resume; start it again with torchpbt.run (the same "
+                "run_dir is fine)."
+            ) from None
+        if run["status"] == "done":
+            return Result.load(run_path, storage)
+        state = run.get("scheduler_state") or {}
+        if "scheduler" not in state:
+            raise StoreError(
+                f"{run_path} was written by a torchpbt without resume support (no controller "
+                "state); start a new run."
+            )
+        cfg = run["config"]
+        member = member or _member_class(cfg["member"])
+        check_member_class(member)
+        space = Space.from_dict(run["space"])
+        config = PBTConfig(cfg["population"], cfg["ready_every"], cfg["steps"], cfg["mode"],
+                           cfg["burn_in"], cfg["inherit_hparams"], cfg["explore_when"])
+        exploit = from_spec(cfg["exploit_spec"], "exploit") if exploit is _STORED else exploit
+        explore = from_spec(cfg["explore_spec"], "explore") if explore is _STORED else explore
+        ks = cfg.get("knowledge_sharing")
+        options = KnowledgeSharing(**ks) if ks else None
+        scheduler = make_scheduler(cfg["sync"], space, config, exploit, explore, seed=cfg["seed"])
+        backend = backend or cfg["backend"]
+        n_workers = workers or (cfg["workers"] if backend == cfg["backend"] else default_workers())
+        device_list = resolve_devices(devices) if devices is not None else cfg["devices"]
+        with run_lock(run_path):
+            controller = Controller(
+                scheduler, store, CheckpointDir(run_path / "checkpoints"), cfg["seed"],
+                Sharing(options, run_path) if options else None, cfg.get("max_retries", 2))
+            tasks = controller.restore(run["id"], state)
+            store.record(run["id"], None, [EventRecord("resume", -1, 0, detail={
+                "from_status": run["status"], "running": [t.member_id for t in tasks],
+                "backend": backend})], [], None, status="running")
+            done = sum(m.step for m in scheduler.members.values())
+            execute(controller, tasks, member, run_path, backend, n_workers, device_list,
+                    cfg["population"] * cfg["steps"], cfg["steps"], done, progress)
+    finally:
+        store.close()
+    result = Result.load(run_path, storage)
+    if summary if summary is not None else progress:
+        print_summary(result)
+    return result
+
+
+def _member_class(ref: dict[str, Any]) -> type:
+    try:
+        return ClassRef(ref["module"], ref["qualname"], ref["path"]).resolve()
+    except Exception as exc:
+        raise StoreError(
+            f"cannot import the run's member class {ref['qualname']} from "
+            f"{ref['path'] or ref['module']} ({type(exc).__name__}: {exc}); make the file "
+            "importable again or pass member=YourClass to torchpbt.resume."
+        ) from exc

@@ -1,0 +1,62 @@
+"""Strategies as JSON specs, so ``torchpbt resume RUN_DIR`` rebuilds the exact
+exploit/explore of the run from its store, with no Python objects pickled.
+
+Built-in strategies are stored with their arguments; a user's top-level
+function or class is stored by reference (module, name, file) and imported back.
+Anything else (a lambda, a closure) cannot be rebuilt: resume then asks for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .backends.worker import ClassRef
+from .exploit import Tournament, Truncation, TTest
+from .explore import Perturb, Resample
+
+
+class SpecError(ValueError):
+    """A stored strategy cannot be rebuilt in this process."""
+
+
+def to_spec(obj: Any) -> dict[str, Any] | None:
+    if obj is None:
+        return None
+    if isinstance(obj, Truncation):
+        return {"type": "Truncation", "quantile": obj.quantile, "copy_ties": obj.copy_ties}
+    if isinstance(obj, TTest):
+        return {"type": "TTest", "alpha": obj.alpha, "window": obj.window}
+    if isinstance(obj, Perturb):
+        return {"type": "Perturb", "factors": list(obj.factors),
+                "resample_probability": obj.resample_probability}
+    if type(obj) in (Tournament, Resample):
+        return {"type": type(obj).__name__}
+    target = obj if isinstance(obj, type) or callable(obj) and hasattr(obj, "__qualname__") \
+        else None
+    if target is not None and "<" not in target.__qualname__:  # not a lambda or a closure
+        ref = ClassRef.of(target)
+        return {"type": "ref", "module": ref.module, "qualname": ref.qualname, "path": ref.path,
+                "repr": repr(obj)}
+    return {"type": "unrestorable", "repr": repr(obj)}
+
+
+def from_spec(spec: dict[str, Any] | None, what: str) -> Any:
+    if spec is None:
+        return None
+    kind = spec["type"]
+    builtins: dict[str, Any] = {"Truncation": Truncation, "TTest": TTest, "Perturb": Perturb,
+                                "Tournament": Tournament, "Resample": Resample}
+    if kind in builtins:
+        return builtins[kind](**{k: v for k, v in spec.items() if k != "type"})
+    if kind == "ref":
+        try:
+            return ClassRef(spec["module"], spec["qualname"], spec["path"]).resolve()
+        except Exception as exc:
+            raise SpecError(
+                f"cannot import the run's {what} {spec['repr']} ({exc}); pass it again: "
+                f"torchpbt.resume(RUN_DIR, {what}=...)."
+            ) from exc
+    raise SpecError(
+        f"the run's {what} {spec['repr']} was not stored (a lambda or closure cannot be); "
+        f"pass it again: torchpbt.resume(RUN_DIR, {what}=...)."
+    )

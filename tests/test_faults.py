@@ -1,0 +1,164 @@
+"""Worker, numerical and storage faults: the run goes on and the store stays consistent."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import math
+
+import pytest
+from helpers import QSPACE, DiesInWorker, DiesOnce, InfLoss, Quadratic
+
+import torchpbt as pbt
+from torchpbt.checkpoints import CheckpointDir
+from torchpbt.cli import main as cli_main
+from torchpbt.controller import WorkersKeepDying
+from torchpbt.result import open_run_store
+
+INIT = [{"lr": 0.05}, {"lr": 0.1}, {"lr": 0.45}, {"lr": 0.2}]
+
+
+def _chains_are_complete(r: pbt.Result, steps: int) -> None:
+    """Every member's intervals run 0 → steps with no gap or overlap: nothing was lost."""
+    for m in r.members:
+        ivs = sorted((i["start_step"], i["end_step"]) for i in r.intervals
+                     if i["member_id"] == m["member_id"])
+        assert ivs[0][0] == 0 and ivs[-1][1] == steps
+        assert all(a[1] == b[0] for a, b in zip(ivs, ivs[1:], strict=False))
+        assert m["status"] == "done"
+
+
+def _store_is_consistent(r: pbt.Result) -> None:
+    """Every checkpoint the store calls live exists with the right content hash."""
+    cd = CheckpointDir(r.run_dir / "checkpoints")
+    store = open_run_store(r.run_dir)
+    try:
+        live = store.checkpoints(r.run["id"])
+    finally:
+        store.close()
+    assert live
+    for row in live:
+        data = cd.file(row["key"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == row["key"]
+    assert not list((r.run_dir / "checkpoints").glob(".tmp-*"))
+
+
+def test_dead_worker_interval_is_retried_from_its_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHPBT_TEST_DIE_ONCE", str(tmp_path / "died"))
+    r = pbt.run(DiesOnce, QSPACE, population=4, ready_every=5, steps=20, backend="local",
+                workers=2, explore=None, initial_hparams=INIT, progress=False,
+                run_dir=tmp_path / "r")
+    assert (tmp_path / "died").exists()
+    retries = [e for e in r.events if e["kind"] == "retry"]
+    assert retries and all(e["detail"]["attempt"] == 1 for e in retries)
+    assert not [e for e in r.events if e["kind"] == "fail"], "a retried interval is no failure"
+    assert all(s["valid"] for s in r.scores)
+    _chains_are_complete(r, 20)
+
+
+def test_worker_that_always_dies_is_marked_failed_after_the_retry_limit(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHPBT_TEST_DIE", "1")
+    r = pbt.run(DiesInWorker, QSPACE, population=4, ready_every=5, steps=10, backend="local",
+                workers=2, explore=None, initial_hparams=INIT, max_retries=1, progress=False,
+                run_dir=tmp_path / "r")
+    fail = next(e for e in r.events if e["kind"] == "fail" and e["member_id"] == 2)
+    assert fail["detail"]["attempts"] == 2 and "died" in fail["detail"]["error"]
+    assert [e["detail"]["attempt"] for e in r.events
+            if e["kind"] == "retry" and e["member_id"] == 2][:1] == [1]
+    replaced = next(e for e in r.events if e["member_id"] == 2 and e["step"] == fail["step"]
+                    and e["kind"] in ("exploit", "reinit"))
+    assert replaced["detail"]["reason"].startswith("failed")
+    _chains_are_complete(r, 10)
+
+
+def test_workers_that_never_finish_anything_stop_the_run_with_a_clear_error(tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.setenv("TORCHPBT_TEST_DIE", "1")
+    with pytest.raises(WorkersKeepDying, match="none finished.*__main__"):
+        pbt.run(DiesInWorker, QSPACE, population=2, ready_every=5, steps=10, backend="local",
+                workers=2, initial_hparams=[{"lr": 0.4}, {"lr": 0.45}], max_retries=0,
+                progress=False, run_dir=tmp_path / "r")
+
+
+def test_inf_loss_member_is_replaced_and_recorded(tmp_path):
+    r = pbt.run(InfLoss, QSPACE, population=4, ready_every=5, steps=20, backend="serial",
+                initial_hparams=INIT, explore=None, progress=False, run_dir=tmp_path / "r")
+    fail = next(e for e in r.events if e["kind"] == "fail")
+    assert fail["member_id"] == 2 and "loss is inf" in fail["detail"]["error"]
+    assert any(e["member_id"] == 2 and e["detail"].get("reason") == "failed" for e in r.exploits)
+    _chains_are_complete(r, 20)
+
+
+def _damage(path, how):
+    if how == "missing":
+        path.unlink()
+    elif how == "truncated":
+        path.write_bytes(path.read_bytes()[:100])
+    else:  # one flipped byte: same size, wrong content
+        raw = bytearray(path.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("how", ["missing", "truncated", "corrupted"])
+def test_damaged_checkpoints_are_never_loaded_and_members_recover(tmp_path, monkeypatch, how):
+    save = CheckpointDir.save
+    calls = {"n": 0}
+
+    def damaging_save(self, state):
+        key, size = save(self, state)
+        calls["n"] += 1
+        if 5 <= calls["n"] <= 12:  # every checkpoint written at steps 10 and 15
+            _damage(self.file(key), how)
+        return key, size
+
+    monkeypatch.setattr(CheckpointDir, "save", damaging_save)
+    r = pbt.run(Quadratic, QSPACE, population=4, ready_every=5, steps=30, backend="serial",
+                exploit=pbt.Truncation(0.25), initial_hparams=INIT, progress=False,
+                run_dir=tmp_path / "r")
+    bad = {e["detail"]["bad_checkpoint"] for e in r.events
+           if e["kind"] == "fail" and "bad_checkpoint" in e["detail"]}
+    assert bad, "a copy of a damaged checkpoint must be detected"
+    for e in r.events:
+        if e["kind"] == "fail" and "bad_checkpoint" in e["detail"]:
+            assert "CheckpointError" in e["detail"]["error"]
+    # once detected, a damaged key is never handed to a member again
+    for n, e in enumerate(r.events):
+        if e["kind"] == "fail" and "bad_checkpoint" in e["detail"]:
+            later = [x for x in r.events[n + 1:] if x["kind"] == "exploit"]
+            assert all(x["detail"]["checkpoint"] != e["detail"]["bad_checkpoint"] for x in later)
+    _chains_are_complete(r, 30)
+    assert math.isfinite(r.best_score)
+
+
+def test_failed_checkpoint_write_leaves_the_store_consistent(tmp_path, monkeypatch):
+    save = CheckpointDir.save
+    calls = {"n": 0}
+
+    def full_disk(self, state):
+        calls["n"] += 1
+        if calls["n"] in (6, 7):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(self, state)
+
+    monkeypatch.setattr(CheckpointDir, "save", full_disk)
+    r = pbt.run(Quadratic, QSPACE, population=4, ready_every=5, steps=20, backend="serial",
+                initial_hparams=INIT, progress=False, run_dir=tmp_path / "r")
+    fails = [e for e in r.events if e["kind"] == "fail"]
+    assert len(fails) == 2 and all("No space left" in e["detail"]["error"] for e in fails)
+    assert all(i["end_checkpoint"] is None for i in r.intervals if i["error"])
+    _chains_are_complete(r, 20)
+    _store_is_consistent(r)
+    assert math.isfinite(r.best_score)
+
+
+def test_status_shows_the_traceback_of_a_failure(tmp_path, capsys):
+    from helpers import Boom
+
+    pbt.run(Boom, QSPACE, population=4, ready_every=5, steps=10, backend="serial",
+            initial_hparams=[{"lr": 0.05}, {"lr": 0.1}, {"lr": 0.3}, {"lr": 0.15}],
+            progress=False, run_dir=tmp_path / "r")
+    capsys.readouterr()
+    assert cli_main(["status", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "Traceback" in out and "boom: lr too high" in out and "failed interval" in out
