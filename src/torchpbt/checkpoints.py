@@ -27,6 +27,10 @@ SUFFIX = ".pt"
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, damaged, or holds something other than weights."""
 
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
 
 class CheckpointDir:
     """A directory of checkpoints named by content hash."""
@@ -77,13 +81,13 @@ class CheckpointDir:
         try:
             data = target.read_bytes()
         except FileNotFoundError:
-            raise CheckpointError(f"checkpoint {key[:12]} is missing ({target})") from None
+            raise CheckpointError(f"checkpoint {key[:12]} is missing ({target})", key) from None
         if hashlib.sha256(data).hexdigest() != key:
-            raise CheckpointError(f"checkpoint {key[:12]} is damaged: its content hash differs")
+            raise CheckpointError(f"checkpoint {key[:12]} is damaged: its content hash differs", key)
         try:
             return torch.load(io.BytesIO(data), weights_only=True, map_location=map_location)
         except Exception as exc:  # pickle refused by weights_only, or a torch format error
-            raise CheckpointError(f"checkpoint {key[:12]} was refused: {exc}") from exc
+            raise CheckpointError(f"checkpoint {key[:12]} was refused: {exc}", key) from exc
 
     def keys(self) -> set[str]:
         return {p.name[: -len(SUFFIX)] for p in self.path.glob(f"*{SUFFIX}") if not p.name.startswith(".")}

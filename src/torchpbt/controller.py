@@ -63,7 +63,7 @@ class Controller:
         if self.sharing and state.get("sharing"):
             self.sharing.table.restore(state["sharing"])
         self.known = {c["key"] for c in self.store.checkpoints(run_id)}
-        referenced = self.known | {t.checkpoint for t in tasks if t.checkpoint} | {
+        referenced = self.known | _task_keys(tasks) | {
             m.checkpoint for m in self.scheduler.members.values() if m.checkpoint}
         # files written after the last commit, or garbage whose deletion was cut short
         self.checkpoints.collect_garbage(referenced)
@@ -93,7 +93,7 @@ class Controller:
     def _task_for(self, d: Decision) -> Task:
         knowledge = self.sharing.task_for(d.member_id, self.scheduler) if self.sharing else None
         return Task(d.member_id, d.step, d.train_steps, d.hparams, d.checkpoint,
-                    derive_seed(self.seed, d.member_id, d.step), knowledge)
+                    derive_seed(self.seed, d.member_id, d.step), knowledge, d.mix)
 
     def _retry(self, backend: Backend, out: Outcome, task: Task) -> bool:
         """A dead worker is not the member's fault: run the same interval again, a few times."""
@@ -155,7 +155,7 @@ class Controller:
         if out.checkpoint:
             self.known.add(out.checkpoint)
         live_keys = {m.checkpoint for m in self.scheduler.members.values() if m.checkpoint}
-        live_keys |= {t.checkpoint for t in self.in_flight.values() if t.checkpoint}
+        live_keys |= _task_keys(self.in_flight.values())
         garbage = sorted(self.known - live_keys)
         self.store.record(self.run_id, interval, events, updates, self.state(),
                           deleted_checkpoints=garbage)
@@ -183,6 +183,8 @@ def _event(d: Decision) -> EventRecord:
     detail: dict[str, Any] = {"reason": d.reason} if d.reason else {}
     if d.action == "exploit":
         detail.update(checkpoint=d.checkpoint, score=d.score, donor_score=d.donor_score)
+        if d.mix is not None:
+            detail["mix"] = d.mix
     return EventRecord(d.action, d.member_id, d.step, d.donor_id, d.donor_step,
                        d.old_hparams, d.hparams, d.operations, detail)
 
@@ -199,7 +201,14 @@ def _task_from_json(d: Mapping[str, Any], options: KnowledgeSharing | None) -> T
     knowledge = None if k is None or options is None else KnowledgeTask(
         options, k["version"], k["writer"])
     return Task(d["member_id"], d["start_step"], d["steps"], dict(d["hparams"]), d["checkpoint"],
-                d["seed"], knowledge)
+                d["seed"], knowledge, d.get("mix"))
+
+
+def _task_keys(tasks: Iterable[Task]) -> set[str]:
+    """Checkpoints running intervals still need: their start, and a mix's second parent."""
+    keys = {t.checkpoint for t in tasks if t.checkpoint}
+    return keys | {t.mix["donor_checkpoint"] for t in tasks
+                   if t.mix and t.mix.get("donor_checkpoint")}
 
 
 class Sharing:

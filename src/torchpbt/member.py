@@ -56,6 +56,11 @@ class Member:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         raise NotImplementedError
 
+    def needs_setup(self, hparams: Mapping[str, Any]) -> bool:
+        """True when these hparams need a new ``setup()`` before loading a checkpoint
+        (a different architecture); the worker then builds the member afresh."""
+        return False
+
     def apply_hparams(self, hparams: Mapping[str, Any]) -> None:
         """Called after every load; override to push values into the model (e.g. dropout)."""
         self.hparams = dict(hparams)

@@ -110,6 +110,17 @@ def run(
     space = Space(space)
     config = PBTConfig(population, ready_every, steps, mode, burn_in, inherit_hparams, explore_when)
     check_exploit(exploit)
+    if hasattr(exploit, "child"):  # an architecture strategy (torchpbt.nas.Mixing/Mutation)
+        if not space.genes:
+            raise ValueError(
+                f"exploit={exploit!r} changes architectures but the space has no genes; add "
+                "them: space = {..., **arch.genes()} with a torchpbt.nas.ArchSpace."
+            )
+        if not callable(getattr(member, "mix_from", None)):
+            raise TypeError(
+                f"exploit={exploit!r} needs a member that can be mixed; subclass "
+                f"torchpbt.nas.NASMember for {member.__name__}."
+            )
     check_explore(explore)
     if knowledge_sharing is not None:
         if not isinstance(knowledge_sharing, KnowledgeSharing):

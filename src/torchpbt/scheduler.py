@@ -51,6 +51,8 @@ class Decision:
     reason: str = ""
     score: float | None = None  # the member's latest score (as reported), for the audit
     donor_score: float | None = None
+    # architecture change (torchpbt.nas): second parent, per-gene origin, shrink-perturb λ/γ
+    mix: dict[str, Any] | None = None
 
 
 Donor = tuple[str | None, dict[str, Any], int, list[float]]  # checkpoint, hparams, step, history
@@ -239,17 +241,47 @@ class _Scheduler:
             reason = "failed"
             if donor_id is None:
                 return self._reinit(m)
-        elif m.step >= cfg.burn_in and self.exploit is not None and self._everyone_scored():
-            donor_id = self.exploit(me, population, self.rng)
-            reason = "exploit"
+        plan = None
+        if not failed and m.step >= cfg.burn_in and self.exploit is not None \
+                and self._everyone_scored():
+            picked = self.exploit(me, population, self.rng)
+            plan = picked if hasattr(picked, "base") else None  # an architecture strategy's plan
+            donor_id = plan.base if plan is not None else picked
+            reason = getattr(plan, "kind", "exploit")
         if donor_id is None:
             if cfg.explore_when == "ready" and self.explore is not None:
                 old = dict(m.hparams)
-                m.hparams, ops = apply_explore(self.explore, m.hparams, self.space, self.rng)
+                m.hparams, ops = self._explore(m.hparams)
                 return Decision(m.member_id, m.step, "explore", dict(m.hparams), m.checkpoint,
                                 self._next_steps(m), old_hparams=old, operations=ops)
             return Decision(m.member_id, m.step, "continue", dict(m.hparams), m.checkpoint,
                             self._next_steps(m))
+        d_ckpt, d_hparams, d_step, d_history = self._donor(donor_id, frozen)
+        old = dict(m.hparams)
+        base = dict(d_hparams) if cfg.inherit_hparams else dict(m.hparams)
+        # the weights come from the donor, so its architecture does too
+        base.update({g: d_hparams[g] for g in self.space.genes})
+        mix = None
+        if plan is not None and plan.kind != "copy":
+            other = self._donor(plan.donor, frozen) if plan.donor is not None else None
+            genome, origin = self.exploit.child(self.space, d_hparams,
+                                                other[1] if other else None, self.rng)
+            base.update(genome)
+            mix = {"kind": plan.kind, "origin": origin, "lam": self.exploit.lam,
+                   "gamma": self.exploit.gamma, "donor_id": plan.donor,
+                   "donor_step": other[2] if other else None,
+                   "donor_checkpoint": other[0] if other else None}
+        ops: dict[str, str] = {}
+        if self.explore is not None:
+            base, ops = self._explore(base)
+        # its old score belonged to its old weights; it is ranked again once it reports
+        m.hparams, m.checkpoint, m.history = base, d_ckpt, []
+        return Decision(m.member_id, m.step, "exploit", dict(base), d_ckpt,
+                        self._next_steps(m), donor_id=donor_id, donor_step=d_step,
+                        old_hparams=old, operations=ops, reason=reason,
+                        score=self._raw(me.score), donor_score=self._raw(d_history[-1]), mix=mix)
+
+    def _donor(self, donor_id: int, frozen: Mapping[int, Donor] | None) -> Donor:
         if frozen is not None:
             d_ckpt, d_hparams, d_step, d_history = frozen[donor_id]
         else:  # async: one decision at a time, the live state is the snapshot's
@@ -257,17 +289,15 @@ class _Scheduler:
             d_ckpt, d_hparams, d_step, d_history = d.checkpoint, d.hparams, d.step, d.history
         if d_ckpt is None:
             raise RuntimeError(f"donor {donor_id} has no checkpoint")  # snapshot guarantees one
-        old = dict(m.hparams)
-        base = dict(d_hparams) if cfg.inherit_hparams else dict(m.hparams)
-        ops: dict[str, str] = {}
-        if self.explore is not None:
-            base, ops = apply_explore(self.explore, base, self.space, self.rng)
-        # its old score belonged to its old weights; it is ranked again once it reports
-        m.hparams, m.checkpoint, m.history = base, d_ckpt, []
-        return Decision(m.member_id, m.step, "exploit", dict(base), d_ckpt,
-                        self._next_steps(m), donor_id=donor_id, donor_step=d_step,
-                        old_hparams=old, operations=ops, reason=reason,
-                        score=self._raw(me.score), donor_score=self._raw(d_history[-1]))
+        return d_ckpt, d_hparams, d_step, d_history
+
+    def _explore(self, hparams: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """Explore the hyperparameters only: architecture genes are left to the strategy."""
+        sub = self.space.tunable()
+        if sub is None:
+            return dict(hparams), {}
+        new, ops = apply_explore(self.explore, {n: hparams[n] for n in sub}, sub, self.rng)
+        return {**hparams, **new}, ops
 
     def _raw(self, oriented: float) -> float | None:
         if not math.isfinite(oriented):

@@ -214,6 +214,23 @@ class Choice(Domain):
         return f"Choice({self.values!r}, ordered={self.ordered})"
 
 
+class Gene(Choice):
+    """One architecture position: a layer choice the hparam explore never touches.
+
+    Genes change only through an architecture strategy (``torchpbt.nas.Mixing``,
+    ``Mutation``) or a plain exploit copying a donor's architecture.
+    """
+
+    def __init__(self, values: Iterable[Any]) -> None:
+        super().__init__(values, ordered=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "Gene", "values": list(self.values)}
+
+    def __repr__(self) -> str:
+        return f"Gene({self.values!r})"
+
+
 class Space(Mapping[str, Domain]):
     """A validated name → Domain mapping."""
 
@@ -245,6 +262,18 @@ class Space(Mapping[str, Domain]):
 
     def sample(self, rng: random.Random) -> dict[str, Any]:
         return {name: dom.sample(rng) for name, dom in self._d.items()}
+
+    @property
+    def genes(self) -> list[str]:
+        """Architecture positions (``Gene`` domains), in declaration order."""
+        return [n for n, d in self._d.items() if isinstance(d, Gene)]
+
+    def tunable(self) -> Space | None:
+        """The hyperparameters explore may move: all but the genes (None if only genes)."""
+        if not self.genes:
+            return self
+        rest = {n: d for n, d in self._d.items() if not isinstance(d, Gene)}
+        return Space(rest) if rest else None
 
     def check_names(self, names: Iterable[str], where: str) -> None:
         unknown = sorted(set(names) - set(self._d))
@@ -295,7 +324,7 @@ class Space(Mapping[str, Domain]):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Mapping[str, Any]]) -> Space:
-        kinds = {"Float": Float, "Int": Int, "Choice": Choice}
+        kinds: dict[str, Any] = {"Float": Float, "Int": Int, "Choice": Choice, "Gene": Gene}
         doms: dict[str, Domain] = {}
         for name, d in data.items():
             args = dict(d)

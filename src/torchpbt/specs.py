@@ -29,6 +29,13 @@ def to_spec(obj: Any) -> dict[str, Any] | None:
     if isinstance(obj, Perturb):
         return {"type": "Perturb", "factors": list(obj.factors),
                 "resample_probability": obj.resample_probability}
+    from .nas.strategies import Mixing, Mutation
+
+    if isinstance(obj, Mixing):
+        return {"type": "Mixing", "fraction": obj.fraction, "p_donor": obj.p_donor,
+                "lam": obj.lam, "gamma": obj.gamma}
+    if isinstance(obj, Mutation):
+        return {"type": "Mutation", "fraction": obj.fraction}
     if type(obj) in (Tournament, Resample):
         return {"type": type(obj).__name__}
     target = obj if isinstance(obj, type) or callable(obj) and hasattr(obj, "__qualname__") \
@@ -44,8 +51,11 @@ def from_spec(spec: dict[str, Any] | None, what: str) -> Any:
     if spec is None:
         return None
     kind = spec["type"]
+    from .nas.strategies import Mixing, Mutation
+
     builtins: dict[str, Any] = {"Truncation": Truncation, "TTest": TTest, "Perturb": Perturb,
-                                "Tournament": Tournament, "Resample": Resample}
+                                "Tournament": Tournament, "Resample": Resample,
+                                "Mixing": Mixing, "Mutation": Mutation}
     if kind in builtins:
         return builtins[kind](**{k: v for k, v in spec.items() if k != "type"})
     if kind == "ref":

@@ -36,6 +36,7 @@ class Task:
     checkpoint: str | None
     seed: int
     knowledge: KnowledgeTask | None = None
+    mix: dict[str, Any] | None = None  # torchpbt.nas: build a child of two checkpoints
 
 
 @dataclass(frozen=True)
@@ -158,12 +159,20 @@ class IntervalRunner:
 
     def _member_for(self, task: Task) -> Any:
         inst, current = self._live.pop(task.member_id, (None, None))
-        if inst is None or (task.checkpoint is None and current is not None):
+        if inst is None or task.mix is not None or inst.needs_setup(task.hparams) or (
+            task.checkpoint is None and current is not None
+        ):
             inst = self.member_cls()
             inst.device = self.device
             inst.setup(dict(task.hparams))
             current = None
-        if task.checkpoint is not None and task.checkpoint != current:
+        if task.mix is not None:
+            mix = task.mix
+            donor = mix.get("donor_checkpoint")
+            inst.mix_from(self.checkpoints.load(task.checkpoint),
+                          self.checkpoints.load(donor) if donor else None,
+                          mix["origin"], mix["lam"], mix["gamma"])
+        elif task.checkpoint is not None and task.checkpoint != current:
             inst.load_state_dict(self.checkpoints.load(task.checkpoint))
         inst.apply_hparams(dict(task.hparams))  # after the load: explored values win
         return inst
@@ -185,9 +194,9 @@ class IntervalRunner:
             if not np.isfinite(score):
                 return self._failed(task, t0, loss, f"score is {score}", score)
             key, size = self.checkpoints.save(inst.state_dict())
-        except CheckpointError:  # never loaded: the controller stops handing this key out
+        except CheckpointError as exc:  # never loaded: the controller stops handing it out
             return self._failed(task, t0, loss, traceback.format_exc(),
-                                bad_checkpoint=task.checkpoint)
+                                bad_checkpoint=exc.key or task.checkpoint)
         except Exception:
             return self._failed(task, t0, loss, traceback.format_exc())
         self._live[task.member_id] = (inst, key)

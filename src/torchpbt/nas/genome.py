@@ -64,5 +64,16 @@ class ArchSpace:
         head = key.split(".", 1)[0]
         return head if head in self.positions else None
 
+    def genes(self) -> dict[str, Any]:
+        """The positions as ``Gene`` hyperparameters, to merge into the search space."""
+        from ..space import Gene
+
+        return {p: Gene(c) for p, c in self.positions.items()}
+
+    def genome_of(self, hparams: Mapping[str, Any]) -> dict[str, str]:
+        """This space's genes out of a member's hparams."""
+        return self.validate({p: hparams[p] for p in self.positions if p in hparams},
+                             "the member's hparams")
+
     def to_dict(self) -> dict[str, list[str]]:
         return {p: list(c) for p, c in self.positions.items()}

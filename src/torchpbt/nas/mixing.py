@@ -74,15 +74,18 @@ def mix_genomes(space: ArchSpace, base: Mapping[str, str], donor: Mapping[str, s
 
 
 def mix_state(space: ArchSpace, fresh: Mapping[str, torch.Tensor],
-              base: Mapping[str, torch.Tensor], donor: Mapping[str, torch.Tensor],
+              base: Mapping[str, torch.Tensor], donor: Mapping[str, torch.Tensor] | None,
               origin: Mapping[str, str], lam: float = 0.4,
               gamma: float = 0.1) -> dict[str, torch.Tensor]:
     """The child's state dict: ``fresh`` is the child network's own fresh initialisation."""
     out: dict[str, torch.Tensor] = {}
     for key, init in fresh.items():
         pos = space.position_of(key)
-        if pos is not None and origin.get(pos) == "donor":
+        where = origin.get(pos, "base") if pos is not None else "base"
+        if where == "donor":
             out[key] = shrink_perturb(donor[key], init, lam, gamma)
+        elif where == "fresh":  # a mutated layer: its own fresh initialisation
+            out[key] = init.clone()
         else:
             src = base[key]
             if src.shape != init.shape:
