@@ -137,3 +137,12 @@ class InfLoss(Quadratic):
     def train(self, steps):
         super().train(steps)
         return float("inf") if self.hparams["lr"] > 0.3 else 0.0
+
+
+class DiesAlways(Quadratic):
+    """Every interval kills its worker (local backend only): nothing ever finishes."""
+
+    def train(self, steps):
+        if os.environ.get("TORCHPBT_TEST_DIE") == "1":
+            os._exit(3)
+        return super().train(steps)

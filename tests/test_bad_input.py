@@ -331,7 +331,7 @@ CASES = [
         StoreError, r"cannot import the run's member class Gone.*pass member=YourClass",
         prepare=_run_with_lost_member),
     bad("resume-lambda-explore", lambda t: pbt.resume(t / "old", progress=False),
-        ValueError, r"explore .*lambda.*was not stored.*pass it again: "
+        StoreError, r"explore .*lambda.*was not stored.*pass it again: "
                     r"torchpbt\.resume\(RUN_DIR, explore=\.\.\.\)",
         prepare=_interrupted_run_with_lambda),
 ]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import errno
 import hashlib
 import math
+from pathlib import Path
 
 import pytest
-from helpers import QSPACE, DiesInWorker, DiesOnce, InfLoss, Quadratic
+from helpers import QSPACE, DiesAlways, DiesInWorker, DiesOnce, InfLoss, Quadratic
 
 import torchpbt as pbt
 from torchpbt.checkpoints import CheckpointDir
@@ -75,9 +76,42 @@ def test_workers_that_never_finish_anything_stop_the_run_with_a_clear_error(tmp_
                                                                             monkeypatch):
     monkeypatch.setenv("TORCHPBT_TEST_DIE", "1")
     with pytest.raises(WorkersKeepDying, match="none finished.*__main__"):
-        pbt.run(DiesInWorker, QSPACE, population=2, ready_every=5, steps=10, backend="local",
-                workers=2, initial_hparams=[{"lr": 0.4}, {"lr": 0.45}], max_retries=0,
+        pbt.run(DiesAlways, QSPACE, population=2, ready_every=5, steps=10, backend="local",
+                workers=2, max_retries=0,
                 progress=False, run_dir=tmp_path / "r")
+
+
+SLOW_AND_ONE_DIES = """
+import os, sys, time
+sys.path.insert(0, {tests!r})
+from helpers import Quadratic
+
+class SlowOneDies(Quadratic):
+    def train(self, steps):
+        if self.hparams["lr"] > 0.4 and not os.path.exists({marker!r}):
+            open({marker!r}, "w").close()
+            time.sleep(0.3)  # the others are mid-interval when this worker dies
+            os._exit(3)
+        time.sleep(0.6)
+        return super().train(steps)
+"""
+
+
+def test_only_the_task_whose_worker_died_is_charged(tmp_path, monkeypatch):
+    # one death breaks the whole process pool; the innocent running and queued
+    # intervals are run again without being charged a retry
+    (tmp_path / "slow_one_dies.py").write_text(SLOW_AND_ONE_DIES.format(
+        tests=str(Path(__file__).parent), marker=str(tmp_path / "died")))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from slow_one_dies import SlowOneDies
+
+    r = pbt.run(SlowOneDies, QSPACE, population=4, ready_every=5, steps=10, backend="local",
+                workers=2, explore=None, initial_hparams=INIT[:2] + [{"lr": 0.45}, INIT[3]],
+                max_retries=0, progress=False, run_dir=tmp_path / "r")
+    fails = [e for e in r.events if e["kind"] == "fail"]
+    assert [(e["member_id"], e["detail"]["attempts"]) for e in fails] == [(2, 1)]
+    assert not [e for e in r.events if e["kind"] == "retry"]
+    _chains_are_complete(r, 10)
 
 
 def test_inf_loss_member_is_replaced_and_recorded(tmp_path):

@@ -238,3 +238,31 @@ def test_sigkilled_controller_leaves_no_worker_behind(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)  # the controller only, not its workers
     proc.communicate(timeout=30)
     assert _group_gone(proc.pid), "workers must notice their controller died and exit"
+
+
+SHARED = """
+import sys
+sys.path.insert(0, {tests!r})
+import torchpbt as pbt
+from helpers import SPACE, TinyNet
+pbt.run(TinyNet, SPACE, population=4, ready_every=5, steps=30, backend="serial", seed={seed},
+        progress=False, run_dir={run_dir!r}, storage={storage!r}, name={name!r})
+"""
+
+
+def test_resume_in_a_shared_store_takes_its_own_run(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    env = {**os.environ, "TORCHPBT_CRASH_AT": "after_commit:5"}
+    for name, seed in (("a", 1), ("b", 2)):
+        code = SHARED.format(tests=str(TESTS), seed=seed, run_dir=str(tmp_path / name),
+                             storage=storage, name=name)
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                              timeout=300)
+        assert proc.returncode == -signal.SIGKILL
+    b_files = sorted(p.name for p in (tmp_path / "b" / "checkpoints").glob("*.pt"))
+    a = pbt.resume(tmp_path / "a", storage=storage, progress=False)
+    assert a.run["name"] == "a" and a.run["status"] == "done"
+    b = pbt.load(tmp_path / "b", storage)
+    assert b.run["name"] == "b" and b.run["status"] == "running"
+    assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").glob("*.pt")) == b_files
+    assert pbt.resume(tmp_path / "b", storage=storage, progress=False).run["status"] == "done"

@@ -37,7 +37,7 @@ class PreflightError(RuntimeError):
     """A member class fails before training: its setup, evaluate or state is unusable."""
 
 
-def preflight(member_cls: type, hparams: Mapping[str, Any]) -> None:
+def preflight(member_cls: type, hparams: Mapping[str, Any], device: str = "cpu") -> None:
     """Build, score and checkpoint one member of ``member_cls`` with ``hparams``; never train.
 
     Raises :class:`PreflightError` when a method of the member raises, and
@@ -50,7 +50,7 @@ def preflight(member_cls: type, hparams: Mapping[str, Any]) -> None:
         member = _call(member_cls, f"{name}()",
                        "Make the class constructible with no arguments and build everything "
                        "in setup(hparams)")
-        member.device = "cpu"
+        member.device = device
         again = "; its own error and traceback are shown above"
         _call(lambda: member.setup(dict(hparams)), f"{name}.setup()",
               f"Fix {name}.setup(){again}")

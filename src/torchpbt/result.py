@@ -32,6 +32,15 @@ def open_run_store(run_dir: str | Path, storage: str | None = None) -> SQLStore:
     return SQLStore(storage, create=False)
 
 
+def find_run_of(store: SQLStore, run_dir: str | Path, storage: str | None,
+                name: str | None = None) -> dict[str, Any]:
+    """The run a directory holds: its own SQLite has one; a shared store is searched by
+    the directory's path, so one run directory never picks up another run."""
+    if storage is None:
+        return store.find_run(name)
+    return store.find_run(name, run_dir=str(Path(run_dir).resolve()))
+
+
 @dataclass
 class Result:
     """A finished (or running) run: members, scores, exploits, schedules."""
@@ -48,7 +57,7 @@ class Result:
     def load(cls, run_dir: str | Path, storage: str | None = None, name: str | None = None) -> Result:
         store = open_run_store(run_dir, storage)
         try:
-            run = store.find_run(name)
+            run = find_run_of(store, run_dir, storage, name)
             rid = run["id"]
             return cls(Path(run_dir), store.url, run, store.members(rid), store.intervals(rid),
                        store.scores(rid), store.events(rid))

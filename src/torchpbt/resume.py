@@ -18,7 +18,7 @@ from .controller import Controller, Sharing
 from .display import print_summary
 from .distill import KnowledgeSharing
 from .member import check_member_class
-from .result import Result, open_run_store
+from .result import Result, find_run_of, open_run_store
 from .runner import execute, run_lock
 from .scheduler import PBTConfig, make_scheduler
 from .space import Space
@@ -52,7 +52,7 @@ def resume(
     store = open_run_store(run_path, storage)
     try:
         try:
-            run = store.find_run()
+            run = find_run_of(store, run_path, storage)
         except StoreError:
             raise StoreError(
                 f"{run_path} holds no run: it was stopped before its first step was stored, so "
@@ -80,7 +80,7 @@ def resume(
         scheduler = make_scheduler(cfg["sync"], space, config, exploit, explore, seed=cfg["seed"])
         backend = backend or cfg["backend"]
         n_workers = workers or (cfg["workers"] if backend == cfg["backend"] else default_workers())
-        device_list = resolve_devices(devices) if devices is not None else cfg["devices"]
+        device_list = resolve_devices(devices if devices is not None else cfg["devices"])
         with run_lock(run_path):
             controller = Controller(
                 scheduler, store, CheckpointDir(run_path / "checkpoints"), cfg["seed"],

@@ -91,6 +91,7 @@ def run(
     summary: bool | None = None,
     knowledge_sharing: KnowledgeSharing | None = None,
     max_retries: int = 2,
+    check_member: bool = True,
 ) -> Result:
     """Train a population with PBT and return its :class:`Result`.
 
@@ -103,6 +104,9 @@ def run(
     from the top members (see :class:`torchpbt.KnowledgeSharing`). An interval whose
     worker process dies is run again up to ``max_retries`` times before the member
     counts as failed. Ctrl-C stops cleanly; ``torchpbt.resume(run_dir)`` continues.
+    ``check_member`` builds, scores and checkpoints one member in this process first
+    (on the first device), so a broken member fails before anything is written; turn
+    it off when that is too costly (a huge model) or impossible here.
     """
     exploit = Truncation(0.2) if exploit is _DEFAULT else exploit
     explore = Perturb() if explore is _DEFAULT else explore
@@ -145,7 +149,8 @@ def run(
     device_list = resolve_devices(devices)
     scheduler = make_scheduler(sync, space, config, exploit, explore, seed=seed,
                                initial_hparams=initial_hparams)
-    preflight(member, scheduler.members[0].hparams)
+    if check_member:
+        preflight(member, scheduler.members[0].hparams, device_list[0])
     run_path = _prepare_run_dir(run_dir, member)
     # a user-given store is opened first: if it cannot connect, nothing is created
     store = SQLStore(storage) if storage else None

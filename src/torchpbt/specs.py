@@ -13,34 +13,37 @@ from typing import Any
 from .backends.worker import ClassRef
 from .exploit import Tournament, Truncation, TTest
 from .explore import Perturb, Resample
+from .store import StoreError
 
 
-class SpecError(ValueError):
+class SpecError(StoreError):
     """A stored strategy cannot be rebuilt in this process."""
 
 
 def to_spec(obj: Any) -> dict[str, Any] | None:
     if obj is None:
         return None
-    if isinstance(obj, Truncation):
+    # exact types: a subclass may behave differently, so it is stored by reference
+    if type(obj) is Truncation:
         return {"type": "Truncation", "quantile": obj.quantile, "copy_ties": obj.copy_ties}
-    if isinstance(obj, TTest):
+    if type(obj) is TTest:
         return {"type": "TTest", "alpha": obj.alpha, "window": obj.window}
-    if isinstance(obj, Perturb):
+    if type(obj) is Perturb:
         return {"type": "Perturb", "factors": list(obj.factors),
                 "resample_probability": obj.resample_probability}
     from .nas.strategies import Mixing, Mutation
 
-    if isinstance(obj, Mixing):
+    if type(obj) is Mixing:
         return {"type": "Mixing", "fraction": obj.fraction, "p_donor": obj.p_donor,
                 "lam": obj.lam, "gamma": obj.gamma}
-    if isinstance(obj, Mutation):
+    if type(obj) is Mutation:
         return {"type": "Mutation", "fraction": obj.fraction}
     if type(obj) in (Tournament, Resample):
         return {"type": type(obj).__name__}
+    bound = hasattr(obj, "__self__") and not isinstance(obj, type)  # a bound method
     target = obj if isinstance(obj, type) or callable(obj) and hasattr(obj, "__qualname__") \
         else None
-    if target is not None and "<" not in target.__qualname__:  # not a lambda or a closure
+    if target is not None and not bound and "<" not in target.__qualname__:  # no lambda/closure
         ref = ClassRef.of(target)
         return {"type": "ref", "module": ref.module, "qualname": ref.qualname, "path": ref.path,
                 "repr": repr(obj)}

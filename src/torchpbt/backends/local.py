@@ -20,11 +20,13 @@ from .base import Backend
 from .worker import ClassRef, IntervalRunner, Outcome, Task
 
 _RUNNER: IntervalRunner | None = None
+_STARTED: Any = None  # (pid, member_id, start_step) per task a worker begins
 
 
 def _init_worker(ref: ClassRef, checkpoint_dir: str, devices: list[str], threads: int,
-                 slots: Any, parent: int) -> None:
-    global _RUNNER
+                 slots: Any, parent: int, started: Any) -> None:
+    global _RUNNER, _STARTED
+    _STARTED = started
     import torch
 
     # Ctrl-C reaches the whole process group: the controller alone decides how to stop
@@ -44,6 +46,7 @@ def _exit_with_parent(parent: int) -> None:
 
 def _run(task: Task) -> Outcome:
     assert _RUNNER is not None, "worker not initialised"
+    _STARTED.put((os.getpid(), task.member_id, task.start_step))  # synchronous: survives _exit
     return _RUNNER.run(task)
 
 
@@ -65,9 +68,11 @@ class LocalBackend(Backend):
         for i in range(self.workers * 4):  # spare slots for replaced processes
             slots.put(i)
         threads = max(1, (os.cpu_count() or 1) // self.workers)
+        self._started = ctx.SimpleQueue()
+        self._where: dict[tuple[int, int], int] = {}  # (member, start step) → worker pid
         return ProcessPoolExecutor(
             self.workers, mp_context=ctx, initializer=_init_worker,
-            initargs=(*self._args, self.devices, threads, slots, os.getpid()),
+            initargs=(*self._args, self.devices, threads, slots, os.getpid(), self._started),
         )
 
     def submit(self, task: Task) -> None:
@@ -85,10 +90,10 @@ class LocalBackend(Backend):
         if not self._futures:
             raise RuntimeError("wait() with no task submitted")
         done, _ = wait(list(self._futures), return_when=FIRST_COMPLETED)
-        outcomes = [self._outcome(f, self._futures.pop(f)) for f in done]
-        if any(o.error == DIED for o in outcomes):
-            self._recover()
-        return outcomes
+        if any(isinstance(f.exception(), BrokenProcessPool) for f in done if not f.cancelled()):
+            self._recover()  # sorts every task of the broken pool: culprit, done, or resubmit
+            return self.wait()
+        return [self._outcome(f, self._futures.pop(f)) for f in done]
 
     def _outcome(self, fut: Future[Outcome], task: Task) -> Outcome:
         try:
@@ -99,15 +104,39 @@ class LocalBackend(Backend):
             return _died(task, f"{type(exc).__name__}: {exc}")
 
     def _recover(self) -> None:
-        """Every task still in the broken pool gets an outcome; a fresh pool takes over."""
+        """One dead worker breaks the whole pool: a fresh pool takes over.
+
+        Only the task whose own process died gets a crash outcome (the controller
+        retries it, counting the attempt); tasks that were queued, or killed because
+        their pool broke, are resubmitted without being charged. If no culprit can
+        be told apart (e.g. workers die while starting), every task is charged.
+        """
+        while not self._started.empty():
+            pid, member, step = self._started.get()
+            self._where[(member, step)] = pid
+        procs = dict(getattr(self._pool, "_processes", None) or {})
+        lost: list[Task] = []
         for fut, task in list(self._futures.items()):
-            if fut.done() and not fut.cancelled():
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self._ready.append(fut.result())
+            elif fut.done() and not isinstance(fut.exception(), BrokenProcessPool):
                 self._ready.append(self._outcome(fut, task))
             else:
-                self._ready.append(_died(task, DIED))
+                lost.append(task)
         self._futures.clear()
+
+        def died_itself(task: Task) -> bool:
+            proc = procs.get(self._where.get((task.member_id, task.start_step), -1))
+            code = proc.exitcode if proc is not None else None
+            return code is not None and code != -signal.SIGTERM
+
+        culprits = [t for t in lost if died_itself(t)] or lost
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool = self._new_pool()
+        self._ready += [_died(t, DIED) for t in culprits]
+        for task in lost:
+            if task not in culprits:
+                self._futures[self._pool.submit(_run, task)] = task
 
     @property
     def pending(self) -> int:

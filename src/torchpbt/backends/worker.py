@@ -115,6 +115,9 @@ def load_module_from_path(path: str, name: str | None = None) -> Any:
     loaded = sys.modules.get(name)
     if loaded is not None and _same_file(getattr(loaded, "__file__", None), path):
         return loaded
+    folder = os.path.dirname(os.path.abspath(path))
+    if folder not in sys.path:  # the script's own imports (a helper module next to it)
+        sys.path.insert(0, folder)
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {path}")

@@ -89,8 +89,8 @@ class BaseStore(abc.ABC):
         refuse a name that exists."""
 
     @abc.abstractmethod
-    def find_run(self, name: str | None = None) -> dict[str, Any]:
-        """The run called ``name`` (or the only/latest run when ``None``)."""
+    def find_run(self, name: str | None = None, run_dir: str | None = None) -> dict[str, Any]:
+        """The run called ``name`` (or the latest), restricted to ``run_dir`` if given."""
 
     @abc.abstractmethod
     def record(

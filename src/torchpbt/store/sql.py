@@ -193,17 +193,21 @@ class SQLStore(BaseStore):
                 ).values(deleted=False))
 
     # -- reads --------------------------------------------------------------
-    def find_run(self, name: str | None = None) -> dict[str, Any]:
+    def find_run(self, name: str | None = None, run_dir: str | None = None) -> dict[str, Any]:
+        """The latest run (named ``name``; whose run directory is ``run_dir``, for a store
+        shared by many runs)."""
         with self._session() as s:
             q = select(Run).order_by(Run.id.desc())
             if name is not None:
                 q = q.where(Run.name == name)
-            run = s.scalars(q).first()
-        if run is None:
-            raise StoreError(
-                f"no run{' named ' + repr(name) if name else ''} in {self.url}; check the path."
-            )
-        return _row(run)
+            runs = list(s.scalars(q))
+        if run_dir is not None:
+            runs = [r for r in runs if (r.config or {}).get("run_dir") == run_dir]
+        if not runs:
+            where = f" named {name!r}" if name else ""
+            where += f" of run directory {run_dir}" if run_dir else ""
+            raise StoreError(f"no run{where} in {self.url}; check the path.")
+        return _row(runs[0])
 
     def _all(self, model: Any, run_id: int, *order: Any, **where: Any) -> list[dict[str, Any]]:
         with self._session() as s:
