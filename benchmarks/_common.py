@@ -232,6 +232,15 @@ def mean_std(xs: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
+def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Welch's t-test p-value; NaN with fewer than 2 values a side or zero variance."""
+    from scipy import stats
+
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    return float(stats.ttest_ind(list(a), list(b), equal_var=False).pvalue)
+
+
 def best_per_step(scores: Sequence[Mapping[str, Any]], mode: str = "max") -> dict[int, float]:
     """From ``Result.scores``: the best valid score over the population at each step."""
     pick = max if mode == "max" else min

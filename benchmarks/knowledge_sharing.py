@@ -108,15 +108,6 @@ def paired_p(a: list[float], b: list[float]) -> float:
     return float(stats.ttest_rel(a, b).pvalue)
 
 
-def welch_p(a: list[float], b: list[float]) -> float:
-    """Welch's t-test p-value; NaN with fewer than 2 values a side or zero variance."""
-    from scipy import stats
-
-    if len(a) < 2 or len(b) < 2:
-        return math.nan
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-
-
 def add_section(path, key: str, value: dict) -> None:
     """Add a top-level section to the written result (NaN becomes null), atomically."""
     import json
@@ -262,7 +253,7 @@ def main(argv=None) -> None:
         for m in METHODS:
             summary[f"{ds}_{m}_test_mean"], summary[f"{ds}_{m}_test_std"] = C.mean_std(test[m])
         summary[f"{ds}_test_diff"] = summary[f"{ds}_ks_test_mean"] - summary[f"{ds}_plain_test_mean"]
-        summary[f"{ds}_test_p"] = welch_p(test["ks"], test["plain"])
+        summary[f"{ds}_test_p"] = C.welch_p(test["ks"], test["plain"])
         summary[f"{ds}_test_p_paired"] = paired_p(test["ks"], test["plain"])
         summary[f"{ds}_ks_wins_frac"] = statistics.fmean(
             float(k > p) for k, p in zip(test["ks"], test["plain"], strict=True))
@@ -273,12 +264,12 @@ def main(argv=None) -> None:
                 float(r["reached_threshold"]) for r in by[ds][m])
         summary[f"{ds}_steps_saved"] = (summary[f"{ds}_plain_steps_to_thr"]
                                         - summary[f"{ds}_ks_steps_to_thr"])
-        summary[f"{ds}_steps_p"] = welch_p(stt["ks"], stt["plain"])
+        summary[f"{ds}_steps_p"] = C.welch_p(stt["ks"], stt["plain"])
         summary[f"{ds}_steps_p_paired"] = paired_p(stt["ks"], stt["plain"])
         for m in METHODS:
             summary[f"{ds}_{m}_curve_mean"], _ = C.mean_std(auc[m])
         summary[f"{ds}_curve_diff"] = summary[f"{ds}_ks_curve_mean"] - summary[f"{ds}_plain_curve_mean"]
-        summary[f"{ds}_curve_p"] = welch_p(auc["ks"], auc["plain"])
+        summary[f"{ds}_curve_p"] = C.welch_p(auc["ks"], auc["plain"])
         goals[f"{ds}_test_diff"] = C.goal(0.0, ">")
         goals[f"{ds}_test_p"] = C.goal(0.05, "<")
         goals[f"{ds}_steps_saved"] = C.goal(0.0, ">")
@@ -294,7 +285,7 @@ def main(argv=None) -> None:
                 row[f"{m}_steps_mean"] = C.mean_std([float(x) for x, _ in got[m]])[0]
                 row[f"{m}_reached"] = sum(ok for _, ok in got[m])
                 row[f"{m}_at_first_ready_step"] = sum(x == cfg["ready_every"] for x, _ in got[m])
-            row["steps_p"] = welch_p([float(x) for x, _ in got["ks"]],
+            row["steps_p"] = C.welch_p([float(x) for x, _ in got["ks"]],
                                      [float(x) for x, _ in got["plain"]])
             sensitivity[ds][str(t)] = row
 
@@ -307,18 +298,18 @@ def main(argv=None) -> None:
         mainks = [r["best_test"] for r in by[vds]["ks"][:vseeds]]
         km, ksd = C.mean_std(mainks)
         variant_doc["main_ks"] = {**MAIN_KS, "test_mean": km, "test_std": ksd, "n": len(mainks),
-                                  "test_diff": km - base_mean, "test_p": welch_p(mainks, base)}
+                                  "test_diff": km - base_mean, "test_p": C.welch_p(mainks, base)}
         summary[f"{vds}_var_main_test_mean"] = km
         summary[f"{vds}_var_main_test_p"] = variant_doc["main_ks"]["test_p"]
         for name, (opts, tune) in variants.items():
             tests = [r["best_test"] for r in var_runs[name]]
             stt = [float(r["steps_to_threshold"]) for r in var_runs[name]]
             mean, std = C.mean_std(tests)
-            p = welch_p(tests, base)
+            p = C.welch_p(tests, base)
             variant_doc[name] = {**MAIN_KS, **opts, "tune_alpha": tune, "test_mean": mean,
                                  "test_std": std, "n": len(tests), "test_diff": mean - base_mean,
                                  "test_p": p, "steps_to_thr_mean": C.mean_std(stt)[0],
-                                 "steps_to_thr_p": welch_p(
+                                 "steps_to_thr_p": C.welch_p(
                                      stt, [float(r["steps_to_threshold"])
                                            for r in by[vds]["plain"][:vseeds]])}
             summary[f"{vds}_var_{name}_test_mean"] = mean
