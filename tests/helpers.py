@@ -146,3 +146,57 @@ class DiesAlways(Quadratic):
         if os.environ.get("TORCHPBT_TEST_DIE") == "1":
             os._exit(3)
         return super().train(steps)
+
+
+from torchpbt.nas import ArchSpace, NASMember  # noqa: E402
+
+ARCH = ArchSpace({"c0": ["lin", "deep", "skip"], "c1": ["lin", "deep", "skip"]})
+NAS_SPACE = {"lr": pbt.Float(1e-2, 0.5, log=True), "momentum": pbt.Float(0.5, 0.9),
+             **ARCH.genes()}
+
+
+def _op(choice: str) -> nn.Module:
+    if choice == "lin":
+        return nn.Sequential(nn.Linear(16, 16), nn.ReLU())
+    if choice == "deep":
+        return nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU())
+    return nn.Identity()
+
+
+class TinyNASNet(nn.Module):
+    def __init__(self, genome):
+        super().__init__()
+        self.stem = nn.Linear(2, 16)
+        self.c0, self.c1 = _op(genome["c0"]), _op(genome["c1"])
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.head(self.c1(self.c0(torch.relu(self.stem(x)))))
+
+
+class TinyNAS(NASMember):
+    """Blobs classifier whose two middle layers are searched."""
+
+    arch = ARCH
+
+    def setup(self, hparams):
+        self.x, self.y = blobs()
+        self.model = self.build_model(hparams)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=hparams["lr"],
+                                         momentum=hparams["momentum"])
+
+    def build(self, genome):
+        return TinyNASNet(genome)
+
+    def train(self, steps):
+        for _ in range(steps):
+            idx = torch.randint(len(self.y), (16,))
+            loss = F.cross_entropy(self.model(self.x[idx]), self.y[idx])
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+        return loss.item()
+
+    def evaluate(self):
+        with torch.no_grad():
+            return (self.model(self.x).argmax(1) == self.y).float().mean().item()

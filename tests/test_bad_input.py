@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import QSPACE, SPACE, Quadratic, ReturnsText, TinyNet
+from helpers import NAS_SPACE, QSPACE, SPACE, Quadratic, ReturnsText, TinyNAS, TinyNet
 
 import torchpbt as pbt
+from torchpbt.nas import Mixing, Mutation
 from torchpbt.preflight import PreflightError, preflight
 from torchpbt.store import StoreError
 
@@ -117,6 +118,10 @@ def _newer_schema(t: Path) -> None:
 
 def _old_db_url(t: Path) -> str:
     return f"sqlite:///{t / 'old' / 'torchpbt.db'}"
+
+
+class NoArch(TinyNAS):
+    arch = {"c0": ["lin"], "c1": ["lin"]}  # a dict, not an ArchSpace
 
 
 def _run_with_lost_member(t: Path) -> None:
@@ -334,6 +339,29 @@ CASES = [
         StoreError, r"explore .*lambda.*was not stored.*pass it again: "
                     r"torchpbt\.resume\(RUN_DIR, explore=\.\.\.\)",
         prepare=_interrupted_run_with_lambda),
+    # -- architecture search (torchpbt.nas) --
+    bad("mixing-without-genes", lambda t: run(t, exploit=Mixing()),
+        ValueError, r"changes architectures but the space has no genes; add them"),
+    bad("mixing-member-not-nas", lambda t: run(t, space=NAS_SPACE, exploit=Mixing()),
+        TypeError, r"needs a member that can be mixed; subclass torchpbt\.nas\.NASMember"),
+    bad("mixing-lam-1.5", lambda t: run(t, member=TinyNAS, space=NAS_SPACE,
+                                        exploit=Mixing(lam=1.5)),
+        ValueError, r"Mixing\(lam=1\.5\): must be a number in \[0, 1\]"),
+    bad("mixing-lam-and-gamma-0", lambda t: run(t, member=TinyNAS, space=NAS_SPACE,
+                                                exploit=Mixing(lam=0, gamma=0)),
+        ValueError, r"would zero every donor layer; use lam=1, gamma=0 to copy"),
+    bad("mutation-fraction-0.7", lambda t: run(t, member=TinyNAS, space=NAS_SPACE,
+                                               exploit=Mutation(fraction=0.7)),
+        ValueError, r"Mutation\(fraction=0\.7\): must be in \(0, 0\.5\]"),
+    bad("gene-empty", lambda t: run(t, space={"lr": pbt.Float(0.01, 0.1),
+                                              "c0": pbt.nas.Gene([])}),
+        pbt.SpaceError, r"Gene\(\[\]\) needs layer names.*give e\.g\. Gene\("),
+    bad("arch-space-bad-position", lambda t: pbt.nas.ArchSpace({"0cell": ["conv"]}),
+        pbt.nas.GenomeError, r"must be a Python identifier"),
+    bad("nas-member-arch-not-archspace",
+        lambda t: run(t, member=NoArch, space=NAS_SPACE, exploit=Mixing()),
+        PreflightError, r"NoArch\.setup\(\) raised GenomeError.*must be a "
+                        r"torchpbt\.nas\.ArchSpace"),
 ]
 
 

@@ -36,6 +36,23 @@ def test_toy_example_runs_as_a_file_and_pbt_beats_grid(tmp_path):
     assert best["pbt"] > best["grid"] + 0.2
 
 
+def test_nas_example_runs_as_a_file_and_through_the_cli(tmp_path):
+    p = _py(str(EXAMPLES / "nas_cnn.py"), "--population", "8", "--steps", "60",
+            "--ready-every", "10", "--backend", "serial", "--quiet", "--run-dir",
+            str(tmp_path / "nas"), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "best architecture: {'cell0'" in p.stdout and "test accuracy" in p.stdout
+    r = pbt.load(tmp_path / "nas")
+    assert any(e["detail"].get("mix", {}).get("kind") == "mix" for e in r.exploits)
+    assert r.best_score > 0.3
+    cli = [sys.executable, "-m", "torchpbt.cli", "run", str(EXAMPLES / "nas_cnn.py"), "--",
+           "--population", "4", "--steps", "20", "--ready-every", "10", "--backend", "serial",
+           "--strategy", "mutation", "--quiet", "--run-dir", str(tmp_path / "cli")]
+    q = subprocess.run(cli, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert q.returncode == 0, q.stderr
+    assert pbt.load(tmp_path / "cli").run["config"]["exploit"] == "Mutation(fraction=0.25)"
+
+
 def test_mnist_example_runs_as_a_file_with_local_workers(tmp_path):
     p = _py(str(EXAMPLES / "mnist.py"), "--population", "4", "--steps", "60", "--ready-every",
             "20", "--workers", "2", "--run-dir", str(tmp_path / "mn"), cwd=tmp_path)

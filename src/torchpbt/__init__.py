@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from . import datasets  # noqa: E402
+from . import datasets, nas  # noqa: E402
 from .checkpoints import CheckpointDir, CheckpointError  # noqa: E402
 from .distill import KnowledgeSharing, distillation_loss  # noqa: E402
 from .exploit import MemberView, Tournament, Truncation, TTest  # noqa: E402
@@ -17,7 +17,7 @@ from .store import StoreError  # noqa: E402
 
 __all__ = [
     "AsyncScheduler", "CheckpointDir", "CheckpointError", "Choice", "Decision", "Float", "Int",
-    "KnowledgeSharing", "datasets", "distillation_loss",
+    "KnowledgeSharing", "datasets", "distillation_loss", "nas",
     "Member", "MemberView", "PBTConfig", "Perturb", "Report", "Resample", "Result", "Space",
     "SpaceError", "StoreError", "SyncScheduler", "TTest", "TorchMember", "Tournament",
     "Truncation", "RunInterrupted", "__version__", "load", "resume", "run",

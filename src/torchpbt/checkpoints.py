@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import sys
 import tempfile
+from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,25 @@ class CheckpointError(RuntimeError):
         self.key = key
 
 
+def _canonical(obj: Any) -> Any:
+    """Equal strings as one (interned) object: pickle writes a repeated object as a
+    back-reference, so without this the same state could hash two ways depending on
+    where its strings came from (a JSON round trip, a fresh process)."""
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if type(obj) in (dict, OrderedDict):
+        out = type(obj)((_canonical(k), _canonical(v)) for k, v in obj.items())
+        meta = getattr(obj, "_metadata", None)  # a module state_dict's version info
+        if meta is not None:
+            out._metadata = _canonical(meta)  # type: ignore[attr-defined]
+        return out
+    if isinstance(obj, list):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_canonical(v) for v in obj)
+    return obj
+
+
 class CheckpointDir:
     """A directory of checkpoints named by content hash."""
 
@@ -49,7 +70,7 @@ class CheckpointDir:
     def save(self, state: Any) -> tuple[str, int]:
         """Write ``state``; return (key, size in bytes). Identical states share one file."""
         buf = io.BytesIO()
-        torch.save(state, buf)
+        torch.save(_canonical(state), buf)
         data = buf.getvalue()
         key = hashlib.sha256(data).hexdigest()
         target = self.file(key)

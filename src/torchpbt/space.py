@@ -222,7 +222,13 @@ class Gene(Choice):
     """
 
     def __init__(self, values: Iterable[Any]) -> None:
-        super().__init__(values, ordered=False)
+        vals = list(values) if not isinstance(values, (str, bytes)) else []
+        if not vals or any(not isinstance(v, str) or not v for v in vals):
+            raise SpaceError(
+                f"Gene({values!r}) needs layer names as non-empty strings; give e.g. "
+                "Gene(['conv3', 'conv5', 'skip'])."
+            )
+        super().__init__(vals, ordered=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "Gene", "values": list(self.values)}
