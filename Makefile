@@ -30,6 +30,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/search_quality.py
 	$(PY) benchmarks/knowledge_sharing.py
+	$(PY) benchmarks/nas_mixing.py
+	$(PY) benchmarks/chaos.py
 	$(PY) benchmarks/make_table.py
 
 bench-quick: $(STAMP)
@@ -37,6 +39,8 @@ bench-quick: $(STAMP)
 	$(PY) benchmarks/overhead.py --quick
 	$(PY) benchmarks/search_quality.py --quick
 	$(PY) benchmarks/knowledge_sharing.py --quick
+	$(PY) benchmarks/nas_mixing.py --quick
+	$(PY) benchmarks/chaos.py --quick
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
