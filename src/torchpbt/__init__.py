@@ -8,17 +8,21 @@ from .distill import KnowledgeSharing, distillation_loss  # noqa: E402
 from .exploit import MemberView, Tournament, Truncation, TTest  # noqa: E402
 from .explore import Perturb, Resample  # noqa: E402
 from .member import Member, TorchMember  # noqa: E402
+from .replay import replay  # noqa: E402
 from .result import Result  # noqa: E402
 from .resume import resume  # noqa: E402
 from .runner import RunInterrupted, load, run  # noqa: E402
+from .schedule import Schedule, ScheduleError  # noqa: E402
 from .scheduler import AsyncScheduler, Decision, PBTConfig, Report, SyncScheduler  # noqa: E402
 from .space import Choice, Float, Int, Space, SpaceError  # noqa: E402
 from .store import StoreError  # noqa: E402
+from .tensorboard import export_tensorboard  # noqa: E402
 
 __all__ = [
     "AsyncScheduler", "CheckpointDir", "CheckpointError", "Choice", "Decision", "Float", "Int",
     "KnowledgeSharing", "datasets", "distillation_loss", "nas",
-    "Member", "MemberView", "PBTConfig", "Perturb", "Report", "Resample", "Result", "Space",
-    "SpaceError", "StoreError", "SyncScheduler", "TTest", "TorchMember", "Tournament",
-    "Truncation", "RunInterrupted", "__version__", "load", "resume", "run",
+    "Member", "MemberView", "PBTConfig", "Perturb", "Report", "Resample", "Result", "Schedule",
+    "ScheduleError", "Space", "SpaceError", "StoreError", "SyncScheduler", "TTest",
+    "TorchMember", "Tournament", "Truncation", "RunInterrupted", "__version__",
+    "export_tensorboard", "load", "replay", "resume", "run",
 ]

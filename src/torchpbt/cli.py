@@ -1,21 +1,30 @@
-"""``torchpbt`` command line: run an example file, show a run's status, export its log."""
+"""``torchpbt`` command line: run an example file, show (or watch) a run's status, export its
+log (CSV, JSON, TensorBoard), resume it, replay a member's schedule."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
 
 from .backends import load_module_from_path
-from .display import members_table
+from .display import fmt as fmt_value
+from .display import fmt_hparams, last_exploits, members_table
 from .result import Result
+from .schedule import ScheduleError
 from .store import StoreError
 
 TABLES = ("intervals", "scores", "events")
@@ -48,19 +57,98 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    result = Result.load(args.run_dir, args.storage)
+def status_view(result: Result, note: str = "") -> Group:
+    """The status of a run as one renderable: header, member table, last failure."""
     cfg = result.run["config"]
-    console = Console()
-    console.print(f"run [bold]{result.run['name']}[/] — {result.run['status']}, "
-                  f"{len(result.exploits)} exploits, store {result.storage}")
-    console.print(members_table(result.members, cfg.get("steps")))
+    parts: list[Any] = [Text.from_markup(
+        f"run [bold]{escape(result.run['name'])}[/] — {result.run['status']}, "
+        f"{len(result.exploits)} exploits, store {escape(result.storage)}{note}")]
+    last = last_exploits(result.events)
+    rows = [{**m, "last_exploit": last.get(m["member_id"])} for m in result.members]
+    parts.append(members_table(rows, cfg.get("steps")))
     failures = [e for e in result.events if e["kind"] == "fail"]
     if failures:
-        last = failures[-1]
-        console.print(f"[red]{len(failures)} failed interval(s)[/]; last: member "
-                      f"{last['member_id']} at step {last['step']}:")
-        console.print((last["detail"] or {}).get("error", ""), markup=False)
+        fail = failures[-1]
+        parts.append(Text.from_markup(
+            f"[red]{len(failures)} failed interval(s)[/]; last: member "
+            f"{fail['member_id']} at step {fail['step']}:"))
+        parts.append(Text((fail["detail"] or {}).get("error", "")))
+    return Group(*parts)
+
+
+def watch_status(run_dir: str | Path, storage: str | None = None, interval: float = 2.0,
+                 console: Console | None = None) -> int:
+    """Show the status every ``interval`` seconds until the run is no longer running
+    (or Ctrl-C); return the number of frames shown. On a terminal the table is redrawn
+    in place; otherwise (a pipe, a log file) each frame is printed after the last."""
+    console = console or Console()
+    live = Live(console=console, auto_refresh=False) if console.is_terminal else None
+    frames = 0
+    try:
+        with live if live is not None else contextlib.nullcontext():
+            while True:
+                result = Result.load(run_dir, storage)
+                running = result.run["status"] == "running"
+                note = (f" · refreshed {time.strftime('%H:%M:%S')}"
+                        + (f", every {interval:g}s (Ctrl-C to stop)" if running else ""))
+                view = status_view(result, note)
+                frames += 1
+                if live is not None:
+                    live.update(view, refresh=True)
+                else:
+                    console.print(view)
+                if not running:
+                    break
+                time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+    return frames
+
+
+def _check_interval(args: argparse.Namespace) -> None:
+    if args.watch and not args.interval > 0:
+        raise SystemExit(f"torchpbt {args.command}: --interval {args.interval:g}: give a "
+                         "number of seconds > 0.")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    _check_interval(args)
+    if args.watch:
+        watch_status(args.run_dir, args.storage, args.interval)
+        return 0
+    Console().print(status_view(Result.load(args.run_dir, args.storage)))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .replay import replay_run
+
+    console = Console()
+    table = Table(title="replay", title_justify="left")
+    for col in ("steps", "trained as", "original score", "replayed", "same weights",
+                "hparams"):
+        table.add_column(col, overflow="fold")
+
+    def row(seg: Any, score: float, same: bool | None) -> None:
+        table.add_row(f"{seg.from_step}–{seg.to_step}",
+                      f"member {seg.member_id} from step {seg.member_step}",
+                      "—" if seg.score is None else fmt_value(seg.score), fmt_value(score),
+                      {True: "yes", False: "[red]no[/]", None: "—"}[same],
+                      fmt_hparams(seg.hparams))
+
+    with console.status("replaying ..."):
+        done = replay_run(args.run_dir, args.member, storage=args.storage, device=args.device,
+                          on_segment=row)
+    console.print(table)
+    original, score = done.original_score, done.score
+    if original is None:
+        verdict = "the original has no score to compare"
+    elif score == original:
+        verdict = "[green]identical[/]"
+    else:
+        verdict = f"[yellow]differs by {score - original:+.3g}[/]"
+    console.print(f"member {done.schedule.member_id} of run {escape(done.schedule.run or '?')}: "
+                  f"replayed score {score!r}, original {original!r}: {verdict}")
     return 0
 
 
@@ -113,10 +201,31 @@ def export(result: Result, fmt: str, out: Path) -> list[Path]:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.format == "tensorboard":
+        return _export_tensorboard(args)
+    if args.watch:
+        raise SystemExit("torchpbt export: --watch is for --format tensorboard.")
     result = Result.load(args.run_dir, args.storage)
     out = Path(args.out) if args.out else Path(args.run_dir) / "export"
     for path in export(result, args.format, out):
         print(path)
+    return 0
+
+
+def _export_tensorboard(args: argparse.Namespace) -> int:
+    from .tensorboard import TensorBoardExport
+
+    _check_interval(args)
+    with TensorBoardExport(args.run_dir, args.out, args.storage) as tb:
+        while True:
+            result = tb.update()
+            if not args.watch or result.run["status"] != "running":
+                break
+            try:
+                time.sleep(args.interval)
+            except KeyboardInterrupt:
+                break
+    print(f"{tb.logdir}  (view with: tensorboard --logdir {tb.logdir})")
     return 0
 
 
@@ -129,19 +238,31 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_run)
     for name, fn, help_ in (("status", cmd_status, "table of a run's members"),
                             ("resume", cmd_resume, "continue a crashed or interrupted run"),
-                            ("export", cmd_export, "write intervals, scores and events")):
+                            ("export", cmd_export, "write intervals, scores and events"),
+                            ("replay", cmd_replay,
+                             "train one fresh model along a member's schedule")):
         s = sub.add_parser(name, help=help_)
         s.add_argument("run_dir", help="the run directory (holds torchpbt.db and checkpoints/)")
         s.add_argument("--storage", default=None, help="store URL if not the run directory's SQLite")
         s.set_defaults(fn=fn)
+        if name in ("status", "export"):
+            s.add_argument("--watch", action="store_true",
+                           help="refresh until the run is no longer running (or Ctrl-C)")
+            s.add_argument("--interval", type=float, default=2.0,
+                           help="seconds between refreshes with --watch (default 2)")
         if name == "resume":
             s.add_argument("--backend", choices=("serial", "local"), default=None,
                            help="default: the run's own")
             s.add_argument("--workers", type=int, default=None)
             s.add_argument("--quiet", action="store_true", help="no progress display")
         if name == "export":
-            s.add_argument("--format", choices=("csv", "json"), default="csv")
-            s.add_argument("--out", default=None, help="output directory (default RUN_DIR/export)")
+            s.add_argument("--format", choices=("csv", "json", "tensorboard"), default="csv")
+            s.add_argument("--out", default=None, help="output directory (default "
+                           "RUN_DIR/export, RUN_DIR/tensorboard for tensorboard)")
+        if name == "replay":
+            s.add_argument("--member", type=int, default=None,
+                           help="whose weights to replay (default: the best member)")
+            s.add_argument("--device", default=None, help="default: the run's first device")
     return p
 
 
@@ -151,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.args = args.args[1:]
     try:
         return args.fn(args)
-    except StoreError as exc:
+    except (StoreError, ScheduleError) as exc:
         print(f"torchpbt {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # RunInterrupted says how to resume

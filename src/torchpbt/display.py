@@ -26,16 +26,30 @@ def fmt_hparams(h: Mapping[str, Any] | None) -> str:
 
 def members_table(rows: Sequence[Mapping[str, Any]], steps: int | None = None,
                   title: str = "members") -> Table:
+    """One row per member. ``last_exploit`` is ``(step, donor)``: at which of its own steps
+    the member last copied whom (rows without it fall back to ``parent_id``)."""
     t = Table(title=title, title_justify="left")
-    for col in ("member", "status", "step", "score", "exploits", "parent", "hparams"):
+    for col in ("member", "status", "step", "score", "exploits", "last exploit", "hparams"):
         t.add_column(col, overflow="fold")
     for r in rows:
         step = f"{r['step']}/{steps}" if steps else str(r["step"])
         score = "—" if r.get("score") is None else fmt(r["score"])
-        parent = "—" if r.get("parent_id") is None else str(r["parent_id"])
         t.add_row(str(r["member_id"]), r.get("status", ""), step, score,
-                  str(r.get("exploits", 0)), parent, fmt_hparams(r.get("hparams")))
+                  str(r.get("exploits", 0)), fmt_exploit(r), fmt_hparams(r.get("hparams")))
     return t
+
+
+def fmt_exploit(row: Mapping[str, Any]) -> str:
+    last = row.get("last_exploit")
+    if last is not None:
+        step, donor = last
+        return f"step {step} ← {donor}"
+    return "—" if row.get("parent_id") is None else f"← {row['parent_id']}"
+
+
+def last_exploits(events: Sequence[Mapping[str, Any]]) -> dict[int, tuple[int, int | None]]:
+    """Each member's latest exploit as ``(its step, donor)``, from a run's event rows."""
+    return {e["member_id"]: (e["step"], e["donor_id"]) for e in events if e["kind"] == "exploit"}
 
 
 class LiveDisplay:
@@ -61,6 +75,8 @@ class LiveDisplay:
 
     def update(self, member_id: int, **fields: Any) -> None:
         row = self.rows.setdefault(member_id, {"member_id": member_id, "exploits": 0, "step": 0})
+        if fields.get("parent_id") is not None:  # the controller reports an exploit this way
+            row["last_exploit"] = (fields.get("step", row["step"]), fields["parent_id"])
         row.update(fields)
 
     def advance(self, steps: int) -> None:
