@@ -8,6 +8,7 @@ from .distill import KnowledgeSharing, distillation_loss  # noqa: E402
 from .exploit import MemberView, Tournament, Truncation, TTest  # noqa: E402
 from .explore import Perturb, Resample  # noqa: E402
 from .member import Member, TorchMember  # noqa: E402
+from .report import write_report  # noqa: E402
 from .result import Result  # noqa: E402
 from .resume import resume  # noqa: E402
 from .runner import RunInterrupted, load, run  # noqa: E402
@@ -20,5 +21,5 @@ __all__ = [
     "KnowledgeSharing", "datasets", "distillation_loss", "nas",
     "Member", "MemberView", "PBTConfig", "Perturb", "Report", "Resample", "Result", "Space",
     "SpaceError", "StoreError", "SyncScheduler", "TTest", "TorchMember", "Tournament",
-    "Truncation", "RunInterrupted", "__version__", "load", "resume", "run",
+    "Truncation", "RunInterrupted", "__version__", "load", "resume", "run", "write_report",
 ]

@@ -1,4 +1,5 @@
-"""``torchpbt`` command line: run an example file, show a run's status, export its log."""
+"""``torchpbt`` command line: run an example file, show a run's status, export its log,
+write its report."""
 
 from __future__ import annotations
 
@@ -120,6 +121,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    try:
+        print(write_report(args.run_dir, args.storage, args.out))
+    except ImportError as exc:  # matplotlib missing: say what to install
+        raise SystemExit(f"torchpbt report: {exc}") from exc
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="torchpbt", description="Population Based Training for PyTorch")
     sub = p.add_subparsers(dest="command", required=True)
@@ -129,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_run)
     for name, fn, help_ in (("status", cmd_status, "table of a run's members"),
                             ("resume", cmd_resume, "continue a crashed or interrupted run"),
-                            ("export", cmd_export, "write intervals, scores and events")):
+                            ("export", cmd_export, "write intervals, scores and events"),
+                            ("report", cmd_report, "write an HTML report with figures")):
         s = sub.add_parser(name, help=help_)
         s.add_argument("run_dir", help="the run directory (holds torchpbt.db and checkpoints/)")
         s.add_argument("--storage", default=None, help="store URL if not the run directory's SQLite")
@@ -142,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "export":
             s.add_argument("--format", choices=("csv", "json"), default="csv")
             s.add_argument("--out", default=None, help="output directory (default RUN_DIR/export)")
+        if name == "report":
+            s.add_argument("--out", default=None, help="output directory (default RUN_DIR/report)")
     return p
 
 
