@@ -107,6 +107,7 @@ def main(argv=None):
     print(f"best member {result.best_member_id}: validation accuracy {result.best_score:.4f}, "
           f"test accuracy {test_accuracy(result):.4f}")
     print(f"results are in {result.run_dir.resolve()}  (torchpbt status {result.run_dir})")
+    print(f"report: {pbt.write_report(result.run_dir)}")  # figures + schedule, open in a browser
     return result
 
 

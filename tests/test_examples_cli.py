@@ -58,6 +58,7 @@ def test_mnist_example_runs_as_a_file_with_local_workers(tmp_path):
             "20", "--workers", "2", "--run-dir", str(tmp_path / "mn"), cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert "test accuracy" in p.stdout and "hparam schedule" in p.stdout
+    assert f"report: {(tmp_path / 'mn' / 'report' / 'report.html').resolve()}" in p.stdout
     r = pbt.load(tmp_path / "mn")
     assert len(r.intervals) == 12 and r.best_score > 0.3  # 10 classes: chance is 0.1
 

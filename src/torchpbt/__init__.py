@@ -9,6 +9,7 @@ from .exploit import MemberView, Tournament, Truncation, TTest  # noqa: E402
 from .explore import Perturb, Resample  # noqa: E402
 from .member import Member, TorchMember  # noqa: E402
 from .replay import replay  # noqa: E402
+from .report import write_report  # noqa: E402
 from .result import Result  # noqa: E402
 from .resume import resume  # noqa: E402
 from .runner import RunInterrupted, load, run  # noqa: E402
@@ -24,5 +25,5 @@ __all__ = [
     "Member", "MemberView", "PBTConfig", "Perturb", "Report", "Resample", "Result", "Schedule",
     "ScheduleError", "Space", "SpaceError", "StoreError", "SyncScheduler", "TTest",
     "TorchMember", "Tournament", "Truncation", "RunInterrupted", "__version__",
-    "export_tensorboard", "load", "replay", "resume", "run",
+    "export_tensorboard", "load", "replay", "resume", "run", "write_report",
 ]

@@ -1,5 +1,5 @@
 """``torchpbt`` command line: run an example file, show (or watch) a run's status, export its
-log (CSV, JSON, TensorBoard), resume it, replay a member's schedule."""
+log (CSV, JSON, TensorBoard), write its report, resume it, replay a member's schedule."""
 
 from __future__ import annotations
 
@@ -226,6 +226,15 @@ def _export_tensorboard(args: argparse.Namespace) -> int:
             except KeyboardInterrupt:
                 break
     print(f"{tb.logdir}  (view with: tensorboard --logdir {tb.logdir})")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    try:
+        print(write_report(args.run_dir, args.storage, args.out))
+    except ImportError as exc:  # matplotlib missing: say what to install
+        raise SystemExit(f"torchpbt report: {exc}") from exc
     return 0
 
 
@@ -240,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
                             ("resume", cmd_resume, "continue a crashed or interrupted run"),
                             ("export", cmd_export, "write intervals, scores and events"),
                             ("replay", cmd_replay,
-                             "train one fresh model along a member's schedule")):
+                             "train one fresh model along a member's schedule"),
+                            ("report", cmd_report, "write an HTML report with figures")):
         s = sub.add_parser(name, help=help_)
         s.add_argument("run_dir", help="the run directory (holds torchpbt.db and checkpoints/)")
         s.add_argument("--storage", default=None, help="store URL if not the run directory's SQLite")
@@ -263,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--member", type=int, default=None,
                            help="whose weights to replay (default: the best member)")
             s.add_argument("--device", default=None, help="default: the run's first device")
+        if name == "report":
+            s.add_argument("--out", default=None, help="output directory (default RUN_DIR/report)")
     return p
 
 
