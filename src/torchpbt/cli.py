@@ -226,6 +226,7 @@ def _export_tensorboard(args: argparse.Namespace) -> int:
             except KeyboardInterrupt:
                 break
     print(f"{tb.logdir}  (view with: tensorboard --logdir {tb.logdir})")
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:

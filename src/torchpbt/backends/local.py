@@ -70,6 +70,7 @@ class LocalBackend(Backend):
         threads = max(1, (os.cpu_count() or 1) // self.workers)
         self._started = ctx.SimpleQueue()
         self._where: dict[tuple[int, int], int] = {}  # (member, start step) → worker pid
+        self._procs: dict[int, Any] = {}  # pid → Process; the pool forgets them once broken
         return ProcessPoolExecutor(
             self.workers, mp_context=ctx, initializer=_init_worker,
             initargs=(*self._args, self.devices, threads, slots, os.getpid(), self._started),
@@ -89,6 +90,7 @@ class LocalBackend(Backend):
             return out
         if not self._futures:
             raise RuntimeError("wait() with no task submitted")
+        self._procs.update(getattr(self._pool, "_processes", None) or {})
         done, _ = wait(list(self._futures), return_when=FIRST_COMPLETED)
         if any(isinstance(f.exception(), BrokenProcessPool) for f in done if not f.cancelled()):
             self._recover()  # sorts every task of the broken pool: culprit, done, or resubmit
@@ -114,7 +116,7 @@ class LocalBackend(Backend):
         while not self._started.empty():
             pid, member, step = self._started.get()
             self._where[(member, step)] = pid
-        procs = dict(getattr(self._pool, "_processes", None) or {})
+        procs = {**self._procs, **(getattr(self._pool, "_processes", None) or {})}
         lost: list[Task] = []
         for fut, task in list(self._futures.items()):
             if fut.done() and not fut.cancelled() and fut.exception() is None:
