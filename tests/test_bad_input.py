@@ -322,6 +322,8 @@ CASES = [
         prepare=_newer_schema),
     bad("inherit-hparams-string", lambda t: run(t, inherit_hparams="yes"),
         ValueError, r"inherit_hparams='yes': give True or False"),
+    bad("tensorboard-not-a-path", lambda t: run(t, tensorboard=5),
+        ValueError, r"tensorboard=5: give True or a log directory"),
     bad("max-retries-negative", lambda t: run(t, max_retries=-1),
         ValueError, r"max_retries=-1: give an int >= 0"),
     bad("resume-missing-run-dir", lambda t: pbt.resume(t / "run", progress=False),

@@ -260,3 +260,17 @@ def test_tensorboard_export_appends_only_new_intervals(tmp_path, quad):
     (logdir / ".torchpbt-tensorboard.json").write_text('{"run": "other", "last_interval": 0}')
     with pytest.raises(pbt.StoreError, match="export of run other"):
         pbt.export_tensorboard(quad.run_dir, logdir)
+
+
+def test_run_with_tensorboard_logs_while_it_goes(tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed "
+                        "(pip install 'torchpbt[tensorboard]')")
+    r = pbt.run(TinyNet, SPACE, population=3, ready_every=5, steps=20, backend="serial",
+                seed=2, progress=False, run_dir=tmp_path / "r", tensorboard=True)
+    logdir = tmp_path / "r" / "tensorboard"
+    for m in r.members:
+        got = _scalars(logdir, f"member_{m['member_id']}")
+        want = [(i["end_step"], i["score"]) for i in r.intervals
+                if i["member_id"] == m["member_id"] and i["score"] is not None]
+        assert got["score"] == [(s, pytest.approx(v, rel=1e-6)) for s, v in want]
+        assert len(got["hparams/lr"]) == len(want)

@@ -41,6 +41,7 @@ class Controller:
         self.known: set[str] = set()
         self.run_id = -1
         self.completed = 0  # intervals that came back with a checkpoint, this process
+        self.listeners: list[Any] = []  # called after each committed step (e.g. TensorBoard)
         self.crashes = 0
 
     # -- persistent state ---------------------------------------------------
@@ -166,6 +167,8 @@ class Controller:
         if self.sharing:
             self.sharing.prune(self.in_flight.values())
         crash_point("before_submit")
+        for listener in self.listeners:
+            listener()
         live.update(out.member_id, score=None if out.failed else out.score)
         for d in decisions:
             row: dict[str, Any] = {"step": d.step, "hparams": d.hparams,

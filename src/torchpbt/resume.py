@@ -19,7 +19,7 @@ from .display import print_summary
 from .distill import KnowledgeSharing
 from .member import check_member_class
 from .result import Result, find_run_of, open_run_store
-from .runner import execute, run_lock
+from .runner import add_listeners, execute, run_lock
 from .scheduler import PBTConfig, make_scheduler
 from .space import Space
 from .specs import from_spec
@@ -86,6 +86,7 @@ def resume(
                 scheduler, store, CheckpointDir(run_path / "checkpoints"), cfg["seed"],
                 Sharing(options, run_path) if options else None, cfg.get("max_retries", 2))
             tasks = controller.restore(run["id"], state)
+            add_listeners(controller, cfg, run_path, storage)
             store.record(run["id"], None, [EventRecord("resume", -1, 0, detail={
                 "from_status": run["status"], "running": [t.member_id for t in tasks],
                 "backend": backend})], [], None, status="running")

@@ -92,6 +92,7 @@ def run(
     knowledge_sharing: KnowledgeSharing | None = None,
     max_retries: int = 2,
     check_member: bool = True,
+    tensorboard: bool | str | os.PathLike[str] | None = None,
 ) -> Result:
     """Train a population with PBT and return its :class:`Result`.
 
@@ -107,6 +108,8 @@ def run(
     ``check_member`` builds, scores and checkpoints one member in this process first
     (on the first device), so a broken member fails before anything is written; turn
     it off when that is too costly (a huge model) or impossible here.
+    ``tensorboard=True`` (or a log directory) keeps TensorBoard scalars per member
+    (score, numeric hparams) up to date while the run goes, in ``RUN_DIR/tensorboard``.
     """
     exploit = Truncation(0.2) if exploit is _DEFAULT else exploit
     explore = Perturb() if explore is _DEFAULT else explore
@@ -140,6 +143,12 @@ def run(
     for flag, value in (("sync", sync), ("inherit_hparams", inherit_hparams)):
         if not isinstance(value, bool):
             raise ValueError(f"{flag}={value!r}: give True or False.")
+    if tensorboard is not None and tensorboard is not False:
+        if not isinstance(tensorboard, (bool, str, os.PathLike)):
+            raise ValueError(f"tensorboard={tensorboard!r}: give True or a log directory.")
+        from .tensorboard import check_tensorboard
+
+        check_tensorboard()
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise ValueError(f"max_retries={max_retries!r}: give an int >= 0 (default 2).")
     n_workers = workers or default_workers()
@@ -167,6 +176,8 @@ def run(
         "run_dir": str(run_path.resolve()), "torchpbt": __version__,
         "knowledge_sharing": knowledge_sharing.to_dict() if knowledge_sharing else None,
         "max_retries": max_retries,
+        "tensorboard": None if tensorboard in (None, False) else
+        str(run_path / "tensorboard" if tensorboard is True else Path(tensorboard).resolve()),
     }
     try:
         with run_lock(run_path):
@@ -175,6 +186,7 @@ def run(
                 scheduler, store, CheckpointDir(run_path / "checkpoints"), seed,
                 Sharing(knowledge_sharing, run_path) if knowledge_sharing else None, max_retries)
             tasks = controller.create(name or run_path.name, settings, space)
+            add_listeners(controller, settings, run_path, storage)
             execute(controller, tasks, member, run_path, backend, n_workers, device_list,
                     population * steps, steps, 0, progress)
     finally:
@@ -207,6 +219,17 @@ def execute(controller: Controller, tasks: list[Task], member: type, run_path: P
         # every committed step is already durable: only mark the run, then say how to go on
         controller.store.record(controller.run_id, None, [], [], None, status="interrupted")
         raise RunInterrupted(run_path) from None
+    finally:
+        for listener in controller.listeners:
+            listener.close()
+
+
+def add_listeners(controller: Controller, settings: Mapping[str, Any], run_path: Path,
+                  storage: str | None) -> None:
+    if settings.get("tensorboard"):
+        from .tensorboard import LiveTensorBoard
+
+        controller.listeners.append(LiveTensorBoard(run_path, settings["tensorboard"], storage))
 
 
 @contextmanager

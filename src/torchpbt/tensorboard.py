@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import numbers
+import time
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,31 @@ class TensorBoardExport:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class LiveTensorBoard:
+    """``torchpbt.run(..., tensorboard=True)``: the export, kept up to date during the run
+    (at most every ``every`` seconds, and once more at the end)."""
+
+    def __init__(self, run_dir: str | Path, logdir: str | Path | None = None,
+                 storage: str | None = None, every: float = 5.0) -> None:
+        self.export = TensorBoardExport(run_dir, logdir, storage)
+        self.every, self._last = every, 0.0
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            self._last = now
+            self.export.update()
+
+    def close(self) -> None:
+        self.export.update()
+        self.export.close()
+
+
+def check_tensorboard() -> None:
+    """Fail before the run starts if tensorboard is missing."""
+    _summary_writer()
 
 
 def export_tensorboard(run_dir: str | Path, logdir: str | Path | None = None,
