@@ -160,18 +160,19 @@ def test_second_controller_on_the_same_run_is_refused(tmp_path):
 
 
 SLOW = """
-import sys, time
+import os, sys, time
 sys.path.insert(0, {tests!r})
 import torchpbt as pbt
 from helpers import SPACE, TinyNet
 
 class Slow(TinyNet):
     def train(self, steps):
-        time.sleep(0.1)
+        if os.path.exists({flag!r}):  # slow until the test has sent Ctrl-C
+            time.sleep(0.1)
         return super().train(steps)
 
 if __name__ == "__main__":
-    pbt.run(Slow, SPACE, population=4, ready_every=5, steps=60, seed=3, progress=False,
+    pbt.run(Slow, SPACE, population=4, ready_every=5, steps=200, seed=3, progress=False,
             backend={backend!r}, workers=2, run_dir={run_dir!r})
 """
 
@@ -179,13 +180,16 @@ if __name__ == "__main__":
 def _start_slow(tmp_path: Path, backend: str) -> tuple[subprocess.Popen, Path]:
     run_dir = tmp_path / "run"
     script = tmp_path / "slow.py"
-    script.write_text(SLOW.format(tests=str(TESTS), backend=backend, run_dir=str(run_dir)))
+    flag = tmp_path / "slow"
+    flag.touch()
+    script.write_text(SLOW.format(tests=str(TESTS), backend=backend, run_dir=str(run_dir),
+                                  flag=str(flag)))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline:  # wait until intervals are being recorded
         try:
-            if len(pbt.load(run_dir).intervals) >= 6:
+            if len(pbt.load(run_dir).intervals) >= 4:
                 return proc, run_dir
         except Exception:
             pass
@@ -210,6 +214,7 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path, backend):
     proc, run_dir = _start_slow(tmp_path, backend)
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
     _, err = proc.communicate(timeout=60)
+    (tmp_path / "slow").unlink()  # the resumed run may go fast
     assert proc.returncode != 0
     assert f"torchpbt resume {run_dir}" in err
     assert _group_gone(proc.pid), "worker processes outlived the controller"
@@ -218,12 +223,12 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path, backend):
     resumed = pbt.resume(run_dir, backend="local", workers=2, progress=False,
                          member=_slow_class(tmp_path))
     assert resumed.run["status"] == "done"
-    assert all(m["step"] == 60 for m in resumed.members)
+    assert all(m["step"] == 200 for m in resumed.members)
     # every member's intervals chain from 0 to the end with no gap or overlap
     for m in range(4):
         ivs = sorted((i["start_step"], i["end_step"]) for i in resumed.intervals
                      if i["member_id"] == m)
-        assert ivs[0][0] == 0 and ivs[-1][1] == 60
+        assert ivs[0][0] == 0 and ivs[-1][1] == 200
         assert all(a[1] == b[0] for a, b in zip(ivs, ivs[1:], strict=False))
 
 

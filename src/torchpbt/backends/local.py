@@ -129,7 +129,16 @@ class LocalBackend(Backend):
 
         def died_itself(task: Task) -> bool:
             proc = procs.get(self._where.get((task.member_id, task.start_step), -1))
-            code = proc.exitcode if proc is not None else None
+            if proc is None:
+                return False
+            # the pool terminates every worker once one dies: after the join, the culprit
+            # shows its own exit code, the others SIGTERM's (the pool's own thread may
+            # be reaping them at the same moment, hence a join rather than one look)
+            deadline = time.monotonic() + 5
+            proc.join(timeout=5)
+            while proc.exitcode is None and time.monotonic() < deadline:
+                time.sleep(0.02)  # reaped by the pool's thread: its exit code lands shortly
+            code = proc.exitcode
             return code is not None and code != -signal.SIGTERM
 
         culprits = [t for t in lost if died_itself(t)] or lost
