@@ -184,8 +184,11 @@ def _start_slow(tmp_path: Path, backend: str) -> tuple[subprocess.Popen, Path]:
     flag.touch()
     script.write_text(SLOW.format(tests=str(TESTS), backend=backend, run_dir=str(run_dir),
                                   flag=str(flag)))
+    # a shell runs background jobs (e.g. CI started with `&`) with SIGINT ignored, and
+    # children inherit that: give the run the default handler, as a terminal would
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline:  # wait until intervals are being recorded
         try:
