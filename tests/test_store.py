@@ -1,13 +1,15 @@
-"""The store contract, checked on SQLite (PostgreSQL joins this suite with issue 8)."""
+"""The store contract, one suite run on SQLite and on a real PostgreSQL server
+(``store_url`` in tests/pg.py: every test that takes it runs on both)."""
 
 from __future__ import annotations
 
 import json
 import math
-import sqlite3
+import socket
+from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 import torchpbt as pbt
 from torchpbt.store import (
@@ -24,10 +26,20 @@ SPACE = pbt.Space({"lr": pbt.Float(1e-4, 1.0, log=True), "bs": pbt.Int(1, 512),
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = SQLStore(f"sqlite:///{tmp_path / 'torchpbt.db'}")
+def store(store_url):
+    s = SQLStore(store_url)
     yield s
     s.close()
+
+
+def _sql(url: str, statement: str, **params) -> None:
+    """Change a database behind the store's back, in plain SQL."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as c:
+            c.execute(text(statement), params)
+    finally:
+        engine.dispose()
 
 
 def _new_run(store, name="r"):
@@ -36,9 +48,11 @@ def _new_run(store, name="r"):
     return store.create_run(name, {"mode": "max", "steps": 10}, SPACE.to_dict(), members)
 
 
-def test_sqlite_uses_wal(store):
+def test_sqlite_uses_wal(tmp_path):
+    store = SQLStore(f"sqlite:///{tmp_path / 'torchpbt.db'}")
     with store.engine.connect() as c:
         assert c.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+    store.close()
 
 
 def test_types_survive_the_round_trip(store):
@@ -92,16 +106,19 @@ def test_duplicate_run_name_is_refused(store):
         _new_run(store)
 
 
-def test_newer_schema_is_refused(tmp_path):
-    path = tmp_path / "torchpbt.db"
-    SQLStore(f"sqlite:///{path}").close()
-    con = sqlite3.connect(path)
-    con.execute("UPDATE torchpbt_meta SET value=? WHERE key='schema_version'",
-                (str(SCHEMA_VERSION + 1),))
-    con.commit()
-    con.close()
+def test_newer_schema_is_refused(store_url):
+    SQLStore(store_url).close()
+    _sql(store_url, "UPDATE torchpbt_meta SET value = :v WHERE key = 'schema_version'",
+         v=str(SCHEMA_VERSION + 1))
     with pytest.raises(StoreError, match="upgrade torchpbt"):
-        SQLStore(f"sqlite:///{path}")
+        SQLStore(store_url)
+
+
+def test_newer_alembic_revision_is_refused(store_url):
+    SQLStore(store_url).close()  # as if a newer torchpbt had run its revision 0099
+    _sql(store_url, "UPDATE torchpbt_alembic_version SET version_num = '0099'")
+    with pytest.raises(StoreError, match="schema version 0099, newer.*upgrade torchpbt"):
+        SQLStore(store_url, create=False)
 
 
 def test_unreachable_or_empty_store_gives_clear_error(tmp_path):
@@ -111,3 +128,100 @@ def test_unreachable_or_empty_store_gives_clear_error(tmp_path):
         SQLStore(f"sqlite:///{tmp_path / 'empty.db'}", create=False)
     with pytest.raises(StoreError, match="cannot use store URL"):
         SQLStore("nosuchdb://x")
+    with pytest.raises(StoreError, match="mysql is not supported.*SQLite and PostgreSQL"):
+        SQLStore("mysql://u@127.0.0.1/db")
+    with pytest.raises(StoreError, match=r"psycopg2.*install the driver.*torchpbt\[postgres\]"):
+        SQLStore("postgresql+psycopg2://u@127.0.0.1/db")  # a driver that is not installed
+
+
+def test_unreachable_postgresql_gives_clear_error(pg_url):
+    with socket.socket() as s:  # a port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(StoreError, match="cannot connect.*database server runs"):
+        SQLStore(f"postgresql+psycopg://postgres@127.0.0.1:{port}/x")
+    missing = pg_url.rsplit("/", 1)[0] + "/no_such_database"
+    with pytest.raises(StoreError, match="cannot connect.*no_such_database"):
+        SQLStore(missing)
+    with pytest.raises(StoreError, match="holds no torchpbt run"):
+        SQLStore(pg_url, create=False)
+
+
+def test_empty_store_holds_no_run(store_url):
+    with pytest.raises(StoreError, match="holds no torchpbt run"):
+        SQLStore(store_url, create=False)
+    SQLStore(store_url).close()  # refusing wrote nothing: it can still be created
+    store = SQLStore(store_url, create=False)
+    with pytest.raises(StoreError, match="no run in"):
+        store.find_run()
+    store.close()
+
+
+def test_non_finite_floats_in_json_fields_are_stored_as_null(store):
+    rid = _new_run(store)
+    state = {"history": [1.0, math.inf, -math.inf], "nested": {"x": math.nan}, "ok": 2}
+    store.record(rid, IntervalRecord(0, 0, 5, {"lr": 0.1}, None, "k", 0.5, loss=math.inf,
+                                     extra={"v": math.nan}),
+                 [EventRecord("fail", 0, 5, detail={"score": math.nan})], [],
+                 scheduler_state=state)
+    assert store.find_run()["scheduler_state"] == {"history": [1.0, None, None],
+                                                   "nested": {"x": None}, "ok": 2}
+    iv = store.intervals(rid)[0]
+    assert iv["loss"] is None and iv["extra"] == {"v": None}
+    assert store.events(rid)[0]["detail"] == {"score": None}
+
+
+def test_large_integers_and_exact_floats_survive(store):
+    rid = _new_run(store)
+    big = 2**40 + 3  # steps past 2**31 (frames), a checkpoint over 2 GiB
+    hp = {"lr": 0.1 + 0.2, "bs": 2**53 + 1, "act": "relu"}
+    store.record(rid, IntervalRecord(0, big, big + 5, hp, None, "k", 1 / 3,
+                                     checkpoint_size=5 * 2**30),
+                 [EventRecord("exploit", 1, big + 5, donor_id=0, donor_step=big + 5)],
+                 [MemberUpdate(0, hp, big + 5, "k", "training")])
+    iv = store.intervals(rid)[0]
+    assert (iv["start_step"], iv["end_step"], iv["score"]) == (big, big + 5, 1 / 3)
+    assert iv["hparams"] == hp and type(iv["hparams"]["bs"]) is int
+    assert store.checkpoints(rid)[0]["size"] == 5 * 2**30
+    assert store.scores(rid)[0]["step"] == big + 5 and store.members(rid)[0]["step"] == big + 5
+    assert store.events(rid)[0]["donor_step"] == big + 5
+
+
+def test_timestamps_are_utc_iso_strings(store):
+    rid = _new_run(store)
+    store.record(rid, IntervalRecord(0, 0, 5, {"lr": 0.1}, None, "k", 0.5), [], [])
+    run = store.find_run()
+    for stamp in (run["created_at"], run["updated_at"], store.intervals(rid)[0]["created_at"],
+                  store.checkpoints(rid)[0]["created_at"]):
+        when = datetime.fromisoformat(stamp)
+        assert when.utcoffset() == timedelta(0)
+        assert abs((datetime.now(timezone.utc) - when).total_seconds()) < 600
+
+
+def test_runs_sharing_a_store_are_found_by_directory(store):
+    members = [MemberUpdate(0, {"lr": 0.1}, 0, None, "training")]
+    a = store.create_run("a", {"run_dir": "/runs/a"}, SPACE.to_dict(), members)
+    b = store.create_run("b", {"run_dir": "/runs/b"}, SPACE.to_dict(), members)
+    assert store.find_run(run_dir="/runs/a")["id"] == a
+    assert store.find_run()["id"] == b  # the latest
+    assert store.find_run("a", run_dir="/runs/a")["run_dir"] == "/runs/a"
+    with pytest.raises(StoreError, match="no run named 'a' of run directory /runs/b"):
+        store.find_run("a", run_dir="/runs/b")
+    # members of different runs never mix, ids keep growing
+    store.record(b, IntervalRecord(0, 0, 5, {"lr": 0.2}, None, "kb", 0.7), [],
+                 [MemberUpdate(0, {"lr": 0.2}, 5, "kb", "training")])
+    assert store.members(a)[0]["step"] == 0 and store.members(b)[0]["step"] == 5
+    assert store.intervals(a) == [] and b > a
+
+
+def test_run_names_too_long_for_the_schema_are_refused(store):
+    with pytest.raises(StoreError, match="at most 256"):
+        _new_run(store, name="x" * 257)
+    assert _new_run(store, name="x" * 256) > 0
+
+
+def test_nul_characters_in_an_error_are_kept_visible(store):
+    rid = _new_run(store)
+    store.record(rid, IntervalRecord(0, 0, 5, {"lr": 0.1}, None, None, None,
+                                     error="bad\x00byte"), [], [])
+    assert store.intervals(rid)[0]["error"] == "bad\\x00byte"

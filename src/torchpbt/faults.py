@@ -17,6 +17,7 @@ POINTS = (
     "after_commit",      # the step is committed, garbage checkpoints not yet deleted
     "before_submit",     # garbage deleted, the next intervals not yet handed to the backend
     "knowledge_publish", # a knowledge-table version is written, its hash file not yet
+    "store_migrate",     # a store's schema migrations ran, their transaction not committed
 )
 _hits: dict[str, int] = {}
 

@@ -11,11 +11,14 @@ Rules every implementation keeps (a shared test case checks each one):
 3. **Types survive.** Hyperparameters are stored as JSON and come back with
    the same Python types (int stays int, float stays float). Non-finite scores
    are stored as ``None`` with ``valid=False``; nothing is silently dropped.
+   Non-finite floats inside JSON fields come back as ``None`` (strict JSON, which
+   PostgreSQL requires); integers are 64-bit.
 4. **Append-only history.** Intervals, scores and events are never updated or
    deleted; only ``members``, ``runs.scheduler_state`` and checkpoint
    ``deleted`` flags change.
 5. **Versioned schema.** A store refuses to open a database written by a
-   newer schema version, with a message saying to upgrade torchpbt.
+   newer schema version, with a message saying to upgrade torchpbt; an older
+   one is upgraded on open (alembic, one transaction: all or nothing).
 6. **Reads return plain dicts** of JSON-able values, ordered by insertion.
 """
 
@@ -26,7 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = 1
+# == the alembic head revision (store/migrations/versions/000N_*.py); bump both together
+SCHEMA_VERSION = 2
 
 
 class StoreError(RuntimeError):

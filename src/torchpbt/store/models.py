@@ -1,17 +1,37 @@
 """SQLAlchemy 2 tables. Portable types only (JSON, Float, Integer, String) so the
 same models serve SQLite and PostgreSQL; every table carries ``run_id`` so one
-PostgreSQL database can hold many runs."""
+PostgreSQL database can hold many runs.
+
+The schema is made and changed by the alembic revisions in ``migrations/``, never
+by ``create_all``: a change here needs a new revision (``tests/test_migrations.py``
+checks that the two agree on SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+# Steps and byte sizes may pass 2**31 (frames in RL, checkpoints over 2 GiB):
+# 64-bit on PostgreSQL; SQLite's INTEGER is 64-bit already (revision 0002 leaves it).
+Big = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class Base(DeclarativeBase):
@@ -34,6 +54,8 @@ class Run(Base):
     config: Mapped[dict] = mapped_column(JSON)
     space: Mapped[dict] = mapped_column(JSON)
     scheduler_state: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # the run directory, for finding a run in a store shared by many (schema 2)
+    run_dir: Mapped[str | None] = mapped_column(Text, nullable=True, index=True)
 
 
 class MemberRow(Base):
@@ -41,7 +63,7 @@ class MemberRow(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
     member_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     hparams: Mapped[dict] = mapped_column(JSON)
-    step: Mapped[int] = mapped_column(Integer, default=0)
+    step: Mapped[int] = mapped_column(Big, default=0)
     checkpoint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     status: Mapped[str] = mapped_column(String(32), default="training")
     parent_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -54,8 +76,8 @@ class IntervalRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
     member_id: Mapped[int] = mapped_column(Integer)
-    start_step: Mapped[int] = mapped_column(Integer)
-    end_step: Mapped[int] = mapped_column(Integer)
+    start_step: Mapped[int] = mapped_column(Big)
+    end_step: Mapped[int] = mapped_column(Big)
     hparams: Mapped[dict] = mapped_column(JSON)
     start_checkpoint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     end_checkpoint: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -74,7 +96,7 @@ class ScoreRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
     member_id: Mapped[int] = mapped_column(Integer)
-    step: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(Big)
     score: Mapped[float | None] = mapped_column(Float, nullable=True)
     valid: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -87,9 +109,9 @@ class EventRow(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
     kind: Mapped[str] = mapped_column(String(32))
     member_id: Mapped[int] = mapped_column(Integer)
-    step: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(Big)
     donor_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    donor_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    donor_step: Mapped[int | None] = mapped_column(Big, nullable=True)
     old_hparams: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     new_hparams: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     operations: Mapped[dict | None] = mapped_column(JSON, nullable=True)
@@ -103,7 +125,7 @@ class CheckpointRow(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     member_id: Mapped[int] = mapped_column(Integer)
-    step: Mapped[int] = mapped_column(Integer)
-    size: Mapped[int] = mapped_column(Integer, default=0)
+    step: Mapped[int] = mapped_column(Big)
+    size: Mapped[int] = mapped_column(Big, default=0)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

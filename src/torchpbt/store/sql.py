@@ -1,29 +1,32 @@
-"""The SQLAlchemy implementation of the store contract (SQLite now, PostgreSQL by URL)."""
+"""The SQLAlchemy implementation of the store contract: SQLite (a file in the run
+directory) or PostgreSQL (``postgresql+psycopg://USER@HOST/DB``, shared by many runs).
+
+What differs between the two is handled here, so both keep the same contract:
+PostgreSQL's JSON rejects NaN/Infinity (non-finite floats in JSON fields are
+stored as null on both), enforces string lengths (run names are checked first),
+rejects NUL characters in text, and returns time-zone-aware datetimes where
+SQLite returns naive UTC ones (reads give ISO strings with ``+00:00`` on both).
+"""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import create_engine, event, insert, inspect, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import sessionmaker
 
 from ..faults import crash_point
-from .base import SCHEMA_VERSION, BaseStore, EventRecord, IntervalRecord, MemberUpdate, StoreError
-from .models import (
-    Base,
-    CheckpointRow,
-    EventRow,
-    IntervalRow,
-    MemberRow,
-    Meta,
-    Run,
-    ScoreRow,
-    utcnow,
-)
+from .base import BaseStore, EventRecord, IntervalRecord, MemberUpdate, StoreError
+from .migrate import ensure_schema
+from .models import CheckpointRow, EventRow, IntervalRow, MemberRow, Run, ScoreRow, utcnow
+
+NAME_LENGTH = Run.__table__.c.name.type.length
 
 
 def _finite(x: float | None) -> float | None:
@@ -31,6 +34,31 @@ def _finite(x: float | None) -> float | None:
         return None
     x = float(x)
     return x if math.isfinite(x) else None
+
+
+def _strict(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None (strict JSON)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    return obj
+
+
+def json_dumps(obj: Any) -> str:
+    """Strict JSON for every JSON column: PostgreSQL refuses ``NaN``/``Infinity``, and
+    SQLite stores the same text so both backends give back the same values."""
+    try:
+        return json.dumps(obj, allow_nan=False)
+    except ValueError:  # a non-finite float somewhere: rare, so only then walk the value
+        return json.dumps(_strict(obj), allow_nan=False)
+
+
+def _text(s: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL characters (a traceback might)."""
+    return s.replace("\x00", "\\x00") if s else s
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -45,7 +73,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 def _row(obj: Any) -> dict[str, Any]:
     out = {c.key: getattr(obj, c.key) for c in inspect(obj).mapper.column_attrs}
     for k, v in out.items():
-        if hasattr(v, "isoformat"):
+        if isinstance(v, datetime):  # UTC, with its offset, on both backends
+            v = v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v.astimezone(timezone.utc)
             out[k] = v.isoformat()
     return out
 
@@ -55,45 +84,37 @@ class SQLStore(BaseStore):
 
     def __init__(self, url: str, create: bool = True) -> None:
         self.url = url
+        use = "Use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB."
         try:
-            self.engine: Engine = create_engine(url, future=True)
-        except Exception as exc:  # bad URL syntax or missing driver
-            raise StoreError(
-                f"cannot use store URL {url!r}: {exc}. Use sqlite:///PATH or "
-                "postgresql+psycopg://USER@HOST/DB."
-            ) from exc
+            backend = make_url(url).get_backend_name()
+        except Exception as exc:  # bad URL syntax
+            raise StoreError(f"cannot use store URL {url!r}: {exc}. {use}") from exc
+        if backend not in ("sqlite", "postgresql"):
+            raise StoreError(f"cannot use store URL {url!r}: {backend} is not supported (the "
+                             f"store is tested on SQLite and PostgreSQL only). {use}")
+        try:
+            self.engine: Engine = create_engine(url, json_serializer=json_dumps)
+        except Exception as exc:  # missing driver
+            hint = (" (install the driver: pip install 'torchpbt[postgres]')"
+                    if "psycopg" in str(exc) else "")
+            raise StoreError(f"cannot use store URL {url!r}: {exc}{hint}. {use}") from exc
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         try:
-            self._check_schema(create)
+            ensure_schema(self.engine, url, create)
         except OperationalError as exc:
             self.engine.dispose()  # no open connection (and no -wal file) left behind
+            where = ("the directory is writable" if self.engine.dialect.name == "sqlite"
+                     else "the database exists (createdb NAME)")
+            reason = " ".join(str(exc.orig).split())  # psycopg's messages span lines
             raise StoreError(
-                f"cannot connect to store {url!r}: {exc.orig}. Check the URL, that the "
-                "database server runs and that the directory is writable."
+                f"cannot connect to store {url!r}: {reason}. Check the URL, that the "
+                f"database server runs and that {where}."
             ) from exc
         except BaseException:
             self.engine.dispose()
             raise
-
-    def _check_schema(self, create: bool) -> None:
-        insp = inspect(self.engine)
-        if insp.has_table(Meta.__tablename__):
-            with Session(self.engine) as s:
-                row = s.get(Meta, "schema_version")
-            version = int(row.value) if row else 0
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"store {self.url!r} has schema version {version}, newer than this "
-                    f"torchpbt's {SCHEMA_VERSION}; upgrade torchpbt to read it."
-                )
-            return
-        if not create:
-            raise StoreError(f"store {self.url!r} holds no torchpbt run; check the path.")
-        Base.metadata.create_all(self.engine)
-        with Session(self.engine) as s, s.begin():
-            s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
 
     # -- writes -------------------------------------------------------------
     def create_run(
@@ -101,10 +122,14 @@ class SQLStore(BaseStore):
         members: Sequence[MemberUpdate], events: Sequence[EventRecord] = (),
         scheduler_state: Mapping[str, Any] | None = None,
     ) -> int:
+        if len(name) > NAME_LENGTH:  # PostgreSQL would refuse it mid-transaction; SQLite not
+            raise StoreError(f"run name {name[:40]!r}... is {len(name)} characters long; "
+                             f"give a name of at most {NAME_LENGTH}.")
         try:
             with self._session() as s, s.begin():
                 run = Run(name=name, config=dict(config), space=dict(space),
-                          scheduler_state=dict(scheduler_state) if scheduler_state else None)
+                          scheduler_state=dict(scheduler_state) if scheduler_state else None,
+                          run_dir=config.get("run_dir"))
                 s.add(run)
                 s.flush()
                 for m in members:
@@ -176,7 +201,7 @@ class SQLStore(BaseStore):
             "end_step": iv.end_step, "hparams": dict(iv.hparams),
             "start_checkpoint": iv.start_checkpoint, "end_checkpoint": iv.end_checkpoint,
             "score": score, "loss": _finite(iv.loss), "duration_s": iv.duration_s,
-            "worker": iv.worker, "error": iv.error, "extra": iv.extra})
+            "worker": iv.worker, "error": _text(iv.error), "extra": iv.extra})
         c.execute(insert(ScoreRow), {"run_id": run_id, "member_id": iv.member_id,
                                      "step": iv.end_step, "score": score,
                                      "valid": score is not None})
@@ -196,18 +221,18 @@ class SQLStore(BaseStore):
     def find_run(self, name: str | None = None, run_dir: str | None = None) -> dict[str, Any]:
         """The latest run (named ``name``; whose run directory is ``run_dir``, for a store
         shared by many runs)."""
-        with self._session() as s:
-            q = select(Run).order_by(Run.id.desc())
-            if name is not None:
-                q = q.where(Run.name == name)
-            runs = list(s.scalars(q))
+        q = select(Run).order_by(Run.id.desc()).limit(1)
+        if name is not None:
+            q = q.where(Run.name == name)
         if run_dir is not None:
-            runs = [r for r in runs if (r.config or {}).get("run_dir") == run_dir]
-        if not runs:
+            q = q.where(Run.run_dir == run_dir)
+        with self._session() as s:
+            run = s.scalars(q).first()
+        if run is None:
             where = f" named {name!r}" if name else ""
             where += f" of run directory {run_dir}" if run_dir else ""
             raise StoreError(f"no run{where} in {self.url}; check the path.")
-        return _row(runs[0])
+        return _row(run)
 
     def _all(self, model: Any, run_id: int, *order: Any, **where: Any) -> list[dict[str, Any]]:
         with self._session() as s:
@@ -230,7 +255,8 @@ class SQLStore(BaseStore):
 
     def checkpoints(self, run_id: int, include_deleted: bool = False) -> list[dict[str, Any]]:
         where = {} if include_deleted else {"deleted": False}
-        return self._all(CheckpointRow, run_id, CheckpointRow.created_at, **where)
+        return self._all(CheckpointRow, run_id, CheckpointRow.created_at, CheckpointRow.step,
+                         CheckpointRow.key, **where)
 
     def close(self) -> None:
         self.engine.dispose()
