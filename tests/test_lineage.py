@@ -76,3 +76,18 @@ def test_check_log_finds_each_kind_of_damage():
     assert "follows no recorded interval" in problems(evs=[*WHOLE_EV, ev("continue", 0, 30)])
     assert "started from None, not a1" in problems(
         ivs=[WHOLE_IV[0], WHOLE_IV[1], iv(3, 0, 10, 20, 0.1, None, "a2"), WHOLE_IV[3]])
+
+
+def test_equal_weights_written_by_two_members_keep_each_members_own_history():
+    # both members converged to the same weights "z" at step 20; member 0 was never
+    # exploited, so its history is its own, however member 1 got there
+    rows = [
+        iv(1, 0, 0, 10, 0.1, None, "a1"),
+        iv(2, 1, 0, 10, 0.2, None, "b1"),
+        iv(3, 1, 10, 20, 0.2, "b1", "z"),
+        iv(4, 0, 10, 20, 0.1, "a1", "z"),
+        iv(5, 1, 20, 30, 0.2, "z", "z"),
+        iv(6, 0, 20, 30, 0.1, "z", "z"),
+    ]
+    assert [r["id"] for r in lineage.trace(rows, 0)] == [1, 4, 6]
+    assert lineage.schedule(rows, 0)[-1]["to_step"] == 30

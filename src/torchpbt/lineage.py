@@ -26,12 +26,17 @@ def trace(intervals: Sequence[Mapping[str, Any]], member_id: int) -> list[dict[s
     seen = {id(chain[0])}
     while chain[-1]["start_checkpoint"]:
         cur = chain[-1]
-        # the writer of our start checkpoint: the latest one recorded before us
+        # the writer of our start checkpoint: the latest one recorded before us. Equal
+        # weights hash to one key (a converged toy), so several may have written it:
+        # then the member's own previous interval is the true history
         writers = [w for w in by_end.get(cur["start_checkpoint"], []) if w["id"] < cur["id"]]
-        if not writers or id(writers[-1]) in seen:
+        own = [w for w in writers if w["member_id"] == cur["member_id"]
+               and w["end_step"] == cur["start_step"]]
+        writer = (own or writers or [None])[-1]
+        if writer is None or id(writer) in seen:
             break
-        chain.append(writers[-1])
-        seen.add(id(writers[-1]))
+        chain.append(writer)
+        seen.add(id(writer))
     return list(reversed(chain))
 
 
