@@ -204,10 +204,11 @@ class TinyNAS(NASMember):
 
 
 class SlowQuadratic(Quadratic):
-    """Quadratic that takes a while per interval, so several workers overlap."""
+    """Quadratic that takes a while per interval, so several workers overlap.
+    ``TORCHPBT_TEST_PAUSE`` sets the pause per process (a worker made slow on purpose)."""
 
     pause = 0.05
 
     def train(self, steps):
-        time.sleep(self.pause)
+        time.sleep(float(os.environ.get("TORCHPBT_TEST_PAUSE", self.pause)))
         return super().train(steps)

@@ -7,6 +7,7 @@ throwaway server, or the run directory's SQLite) and the checkpoint directory.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -39,14 +40,16 @@ def _no_process_left_behind():
             p.communicate()
 
 
-def _popen(args: list[str]) -> subprocess.Popen:
-    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def _popen(args: list[str], pause: float | None = None) -> subprocess.Popen:
+    env = {**os.environ, "TORCHPBT_TEST_PAUSE": str(pause)} if pause is not None else None
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env=env)
     _STARTED.append(p)
     return p
 
 
 def start_controller(tmp_path: Path, url: str | None, name: str, *, population: int = 6,
-                     pause: float = 0.05, timeout: float = 3.0, extra: str = "",
+                     timeout: float = 3.0, extra: str = "",
                      member: str = "SlowQuadratic", space: str = "QSPACE",
                      steps: int = STEPS) -> subprocess.Popen:
     script = tmp_path / "controller.py"
@@ -55,7 +58,6 @@ def start_controller(tmp_path: Path, url: str | None, name: str, *, population: 
         sys.path.insert(0, {TESTS!r})
         import torchpbt as pbt
         from helpers import QSPACE, SPACE, SlowQuadratic, TinyKS
-        SlowQuadratic.pause = {pause}
         if __name__ == "__main__":
             pbt.run({member}, {space}, population={population}, ready_every=5,
                     steps={steps}, backend="workers", storage={url!r},
@@ -65,12 +67,13 @@ def start_controller(tmp_path: Path, url: str | None, name: str, *, population: 
     return _popen([sys.executable, str(script)])
 
 
-def start_worker(url: str, name: str, *args: str) -> subprocess.Popen:
+def start_worker(url: str, name: str, *args: str, pause: float | None = None) -> subprocess.Popen:
+    """A worker process; ``pause`` makes each of its intervals take that long."""
     return _popen([sys.executable, "-m", "torchpbt.cli", "worker", "--storage", url, "--run",
-                   name, "--wait", "60", "--poll", "0.1", *args])
+                   name, "--wait", "60", "--poll", "0.1", *args], pause)
 
 
-def finish(procs: list[subprocess.Popen], timeout: float = 120) -> list[str]:
+def finish(procs: list[subprocess.Popen], timeout: float = 300) -> list[str]:
     """Each process's output once all have ended; all of it if one hangs."""
     deadline = time.monotonic() + timeout
     outs = []
@@ -118,12 +121,16 @@ def test_three_workers_on_postgres_finish_the_run_consistently(tmp_path, pg_url)
         counts = TaskQueue(store.engine, result.run["id"]).counts()
     finally:
         store.close()
-    assert counts == {"collected": 6 * STEPS // 5}, counts
+    # every interval's row was collected once (a worker too starved by a loaded machine to
+    # beat in time may lose a row to a retry: that is counted as lost, never twice)
+    assert counts["collected"] == 6 * STEPS // 5 and set(counts) <= {"collected", "lost"}, counts
 
 
 def test_sigkilled_worker_loses_nothing(tmp_path, pg_url):
-    ctl = start_controller(tmp_path, pg_url, "killed", pause=0.3, timeout=2.0)
-    workers = [start_worker(pg_url, "killed") for _ in range(3)]
+    ctl = start_controller(tmp_path, pg_url, "killed", timeout=2.0)
+    # the doomed worker's intervals take a minute: it is surely mid-interval when killed
+    workers = [start_worker(pg_url, "killed", pause=60)] + [
+        start_worker(pg_url, "killed") for _ in range(2)]
     wait_for(lambda: _holding(pg_url, "killed", workers[0].pid), what="worker 0 to train")
     workers[0].kill()  # SIGKILL mid-interval: no chance to hand the interval back
     outs = finish([ctl, *workers[1:]])
@@ -132,12 +139,12 @@ def test_sigkilled_worker_loses_nothing(tmp_path, pg_url):
     result = pbt.load(tmp_path / "run", pg_url)
     assert result.run["status"] == "done"
     assert check_log(result.intervals, result.events, STEPS) == []
-    retries = [e for e in result.events if e["kind"] == "retry"]
-    assert len(retries) == 1 and "stopped sending heartbeats" in retries[0]["detail"]["error"]
+    killed = f":{workers[0].pid} stopped sending heartbeats"
+    retries = [e for e in result.events if e["kind"] == "retry" and killed in e["detail"]["error"]]
+    assert len(retries) == 1, [e for e in result.events if e["kind"] == "retry"]
     assert len(result.intervals) == 6 * STEPS // 5
-    assert not any(iv["worker"].endswith(f":{workers[0].pid}") for iv in result.intervals
-                   if iv["start_step"] == retries[0]["step"] and
-                   iv["member_id"] == retries[0]["member_id"])
+    # the killed worker's interval was trained again by another worker
+    assert not any(iv["worker"].endswith(f":{workers[0].pid}") for iv in result.intervals)
 
 
 def _intervals(run_dir: Path) -> int:
@@ -167,8 +174,8 @@ def _holding(url: str, name: str, pid: int) -> bool:
 
 def test_sigterm_hands_the_interval_back_uncharged(tmp_path):
     url = sqlite_url(tmp_path)
-    ctl = start_controller(tmp_path, None, "term", population=3, pause=0.3, timeout=30.0)
-    first = start_worker(url, "term")
+    ctl = start_controller(tmp_path, None, "term", population=3, timeout=30.0)
+    first = start_worker(url, "term", pause=60)
     wait_for(lambda: _holding(url, "term", first.pid), what="the worker to train")
     first.send_signal(signal.SIGTERM)
     out_first = finish([first])[0]
@@ -185,7 +192,7 @@ def test_sigterm_hands_the_interval_back_uncharged(tmp_path):
 def test_controller_crash_resumes_with_workers_running(tmp_path):
     """SIGKILL the controller; its workers idle; `torchpbt resume` takes over with them."""
     url = sqlite_url(tmp_path)
-    ctl = start_controller(tmp_path, None, "crash", population=4, pause=0.05)
+    ctl = start_controller(tmp_path, None, "crash", population=4)
     workers = [start_worker(url, "crash") for _ in range(2)]
     wait_for(lambda: _intervals(tmp_path / "run") >= 8, what="8 intervals")
     ctl.kill()
