@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import torch
 import torch.nn.functional as F
@@ -200,3 +201,14 @@ class TinyNAS(NASMember):
     def evaluate(self):
         with torch.no_grad():
             return (self.model(self.x).argmax(1) == self.y).float().mean().item()
+
+
+class SlowQuadratic(Quadratic):
+    """Quadratic that takes a while per interval, so several workers overlap.
+    ``TORCHPBT_TEST_PAUSE`` sets the pause per process (a worker made slow on purpose)."""
+
+    pause = 0.05
+
+    def train(self, steps):
+        time.sleep(float(os.environ.get("TORCHPBT_TEST_PAUSE", self.pause)))
+        return super().train(steps)

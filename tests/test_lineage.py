@@ -34,3 +34,60 @@ def test_schedule_is_in_the_weights_own_steps_and_merges_equal_runs():
 
 def test_member_without_intervals_has_empty_schedule():
     assert lineage.schedule(ROWS, 9) == [] and lineage.ancestors(ROWS, 9) == []
+
+
+# -- check_log: what a whole log must satisfy (used on distributed runs) ------------
+def ev(kind, member, step, donor=None, donor_step=None, checkpoint=None):
+    return {"kind": kind, "member_id": member, "step": step, "donor_id": donor,
+            "donor_step": donor_step, "detail": {"checkpoint": checkpoint} if checkpoint else {}}
+
+
+WHOLE_IV = [
+    iv(1, 0, 0, 10, 0.1, None, "a1"),
+    iv(2, 1, 0, 10, 0.2, None, "b1"),
+    iv(3, 0, 10, 20, 0.1, "a1", "a2"),
+    iv(4, 1, 10, 20, 0.24, "a1", "b2"),
+]
+WHOLE_EV = [ev("start", 0, 0), ev("start", 1, 0), ev("continue", 0, 10),
+            ev("exploit", 1, 10, donor=0, donor_step=10, checkpoint="a1"),
+            ev("continue", 0, 20), ev("stop", 1, 20)]
+
+
+def test_check_log_accepts_a_whole_log():
+    assert lineage.check_log(WHOLE_IV, WHOLE_EV, 20) == []
+
+
+def test_check_log_finds_each_kind_of_damage():
+    def problems(ivs=WHOLE_IV, evs=WHOLE_EV, steps=20):
+        return " | ".join(lineage.check_log(ivs, evs, steps))
+
+    assert "does not start where the last ended (10)" in problems(
+        ivs=[*WHOLE_IV[:2], iv(3, 0, 15, 20, 0.1, "a1", "a2"), WHOLE_IV[3]])  # a gap
+    assert "ended at step 10, not 20" in problems(ivs=WHOLE_IV[:3])  # an interval lost
+    assert "does not start where the last ended" in problems(
+        ivs=[*WHOLE_IV, iv(5, 0, 10, 20, 0.1, "a1", "a2")])  # run twice
+    assert "2 decisions at step 10" in problems(
+        evs=[*WHOLE_EV, ev("exploit", 1, 10, donor=0, donor_step=10, checkpoint="a1")])
+    assert "started from b1, not a1" in problems(
+        ivs=[*WHOLE_IV[:3], iv(4, 1, 10, 20, 0.24, "b1", "b2")])  # exploit not applied
+    assert "names no recorded donor checkpoint" in problems(
+        evs=[*WHOLE_EV[:3], ev("exploit", 1, 10, donor=0, donor_step=10, checkpoint="zz"),
+             *WHOLE_EV[4:]])
+    assert "follows no recorded interval" in problems(evs=[*WHOLE_EV, ev("continue", 0, 30)])
+    assert "started from None, not a1" in problems(
+        ivs=[WHOLE_IV[0], WHOLE_IV[1], iv(3, 0, 10, 20, 0.1, None, "a2"), WHOLE_IV[3]])
+
+
+def test_equal_weights_written_by_two_members_keep_each_members_own_history():
+    # both members converged to the same weights "z" at step 20; member 0 was never
+    # exploited, so its history is its own, however member 1 got there
+    rows = [
+        iv(1, 0, 0, 10, 0.1, None, "a1"),
+        iv(2, 1, 0, 10, 0.2, None, "b1"),
+        iv(3, 1, 10, 20, 0.2, "b1", "z"),
+        iv(4, 0, 10, 20, 0.1, "a1", "z"),
+        iv(5, 1, 20, 30, 0.2, "z", "z"),
+        iv(6, 0, 20, 30, 0.1, "z", "z"),
+    ]
+    assert [r["id"] for r in lineage.trace(rows, 0)] == [1, 4, 6]
+    assert lineage.schedule(rows, 0)[-1]["to_step"] == 30

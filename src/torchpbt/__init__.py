@@ -7,6 +7,7 @@ from .checkpoints import CheckpointDir, CheckpointError  # noqa: E402
 from .distill import KnowledgeSharing, distillation_loss  # noqa: E402
 from .exploit import MemberView, Tournament, Truncation, TTest  # noqa: E402
 from .explore import Perturb, Resample  # noqa: E402
+from .lineage import check_log  # noqa: E402
 from .member import Member, TorchMember  # noqa: E402
 from .replay import replay  # noqa: E402
 from .report import write_report  # noqa: E402
@@ -18,6 +19,7 @@ from .scheduler import AsyncScheduler, Decision, PBTConfig, Report, SyncSchedule
 from .space import Choice, Float, Int, Space, SpaceError  # noqa: E402
 from .store import StoreError  # noqa: E402
 from .tensorboard import export_tensorboard  # noqa: E402
+from .worker_service import serve as serve_worker  # noqa: E402
 
 __all__ = [
     "AsyncScheduler", "CheckpointDir", "CheckpointError", "Choice", "Decision", "Float", "Int",
@@ -25,5 +27,6 @@ __all__ = [
     "Member", "MemberView", "PBTConfig", "Perturb", "Report", "Resample", "Result", "Schedule",
     "ScheduleError", "Space", "SpaceError", "StoreError", "SyncScheduler", "TTest",
     "TorchMember", "Tournament", "Truncation", "RunInterrupted", "__version__",
-    "export_tensorboard", "load", "replay", "resume", "run", "write_report",
+    "check_log", "export_tensorboard", "load", "replay", "resume", "run", "serve_worker",
+    "write_report",
 ]

@@ -24,6 +24,7 @@ from .backends import load_module_from_path
 from .display import fmt as fmt_value
 from .display import fmt_hparams, last_exploits, members_table
 from .result import Result
+from .runner import BACKENDS
 from .schedule import ScheduleError
 from .store import StoreError
 
@@ -41,7 +42,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise SystemExit(
             f"torchpbt run: {path} has no main(argv) function; define one that calls torchpbt.run."
         )
-    main(list(args.args))
+    from .runner import run_overrides
+
+    with run_overrides(storage=args.storage, backend=args.backend, name=args.name,
+                       workers=args.workers, worker_timeout=args.worker_timeout):
+        main(list(args.args))
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from .worker_service import serve
+
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit(f"torchpbt worker: --threads {args.threads}: give a positive int.")
+    if args.wait < 0 or not args.poll > 0:
+        raise SystemExit("torchpbt worker: --wait must be >= 0 and --poll > 0 seconds.")
+    try:
+        serve(args.storage, args.run, run_dir=args.run_dir, member=args.member,
+              device=args.device, threads=args.threads, wait=args.wait, poll=args.poll,
+              log=None if args.quiet else lambda msg: print(msg, flush=True))
+    except ValueError as exc:
+        raise SystemExit(f"torchpbt worker: {exc}") from None
     return 0
 
 
@@ -244,8 +265,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run an example/job file (calls its main(argv))")
     r.add_argument("file", help="a .py file defining main(argv)")
-    r.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the file, after --")
+    r.add_argument("args", nargs="*", help="arguments for the file, after --")
+    r.add_argument("--storage", default=None,
+                   help="store URL for the file's run (e.g. postgresql+psycopg://USER@HOST/DB)")
+    r.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="'workers': queue intervals for `torchpbt worker` processes")
+    r.add_argument("--name", default=None, help="run name (workers find the run by it)")
+    r.add_argument("--workers", type=int, default=None, help="processes of the local backend")
+    r.add_argument("--worker-timeout", type=float, default=None,
+                   help="seconds without a heartbeat before a worker's interval is rerun")
     r.set_defaults(fn=cmd_run)
+    w = sub.add_parser("worker", help="train a run's queued intervals (backend='workers')")
+    w.add_argument("--storage", required=True, help="the run's store URL")
+    w.add_argument("--run", required=True, help="the run's name")
+    w.add_argument("--run-dir", default=None,
+                   help="where the run directory is mounted here (default: its stored path)")
+    w.add_argument("--member", default=None,
+                   help="FILE.py:Class or module:Class if not importable as stored")
+    w.add_argument("--device", default="cpu", help="torch device to train on (default cpu)")
+    w.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    w.add_argument("--wait", type=float, default=0.0,
+                   help="seconds to wait for the run to be created (default 0)")
+    w.add_argument("--poll", type=float, default=0.5,
+                   help="longest pause between looks at an empty queue (default 0.5 s)")
+    w.add_argument("--quiet", action="store_true", help="no line per interval")
+    w.set_defaults(fn=cmd_worker)
     for name, fn, help_ in (("status", cmd_status, "table of a run's members"),
                             ("resume", cmd_resume, "continue a crashed or interrupted run"),
                             ("export", cmd_export, "write intervals, scores and events"),
@@ -262,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--interval", type=float, default=2.0,
                            help="seconds between refreshes with --watch (default 2)")
         if name == "resume":
-            s.add_argument("--backend", choices=("serial", "local"), default=None,
+            s.add_argument("--backend", choices=BACKENDS, default=None,
                            help="default: the run's own")
             s.add_argument("--workers", type=int, default=None)
             s.add_argument("--quiet", action="store_true", help="no progress display")
@@ -280,9 +324,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if getattr(args, "args", None) and args.args[0] == "--":
-        args.args = args.args[1:]
+    argv = list(sys.argv[1:] if argv is None else argv)
+    tail = None
+    if argv[:1] == ["run"] and "--" in argv:  # run's own options before --, the file's after
+        cut = argv.index("--")
+        argv, tail = argv[:cut], argv[cut + 1:]
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and args.command != "run":
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command == "run":  # options torchpbt does not know belong to the file
+        args.args = [*unknown, *args.args, *(tail or [])]
     try:
         return args.fn(args)
     except (StoreError, ScheduleError) as exc:

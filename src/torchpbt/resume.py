@@ -19,7 +19,7 @@ from .display import print_summary
 from .distill import KnowledgeSharing
 from .member import check_member_class
 from .result import Result, find_run_of, open_run_store
-from .runner import add_listeners, execute, run_lock
+from .runner import BACKENDS, add_listeners, execute, run_lock
 from .scheduler import PBTConfig, make_scheduler
 from .space import Space
 from .specs import from_spec
@@ -79,6 +79,8 @@ def resume(
         options = KnowledgeSharing(**ks) if ks else None
         scheduler = make_scheduler(cfg["sync"], space, config, exploit, explore, seed=cfg["seed"])
         backend = backend or cfg["backend"]
+        if backend not in BACKENDS:
+            raise ValueError(f"backend={backend!r}: use 'serial', 'local' or 'workers'.")
         n_workers = workers or (cfg["workers"] if backend == cfg["backend"] else default_workers())
         device_list = resolve_devices(devices if devices is not None else cfg["devices"])
         with run_lock(run_path):
@@ -92,7 +94,8 @@ def resume(
                 "backend": backend})], [], None, status="running")
             done = sum(m.step for m in scheduler.members.values())
             execute(controller, tasks, member, run_path, backend, n_workers, device_list,
-                    cfg["population"] * cfg["steps"], cfg["steps"], done, progress)
+                    cfg["population"] * cfg["steps"], cfg["steps"], done, progress, run["name"],
+                    cfg)
     finally:
         store.close()
     result = Result.load(run_path, storage)

@@ -11,8 +11,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from sqlalchemy.engine import make_url
+
 from . import __version__
-from .backends import ClassRef, Task, default_workers, make_backend, resolve_devices
+from .backends import Backend, ClassRef, Task, default_workers, make_backend, resolve_devices
 from .checkpoints import CheckpointDir
 from .controller import Controller, Sharing
 from .display import LiveDisplay, print_summary
@@ -28,6 +31,22 @@ from .specs import to_spec
 from .store import SQLStore, StoreError
 
 _DEFAULT = object()
+BACKENDS = ("serial", "local", "workers")
+# set by `torchpbt run FILE --storage/--backend/--name ...`: they win over the file's own
+_OVERRIDES: dict[str, Any] = {}
+
+
+@contextmanager
+def run_overrides(**values: Any) -> Iterator[None]:
+    """Let a command line choose where and how a job file's ``run`` goes, without the
+    file knowing (``None`` values leave the file's choice)."""
+    old = dict(_OVERRIDES)
+    _OVERRIDES.update({k: v for k, v in values.items() if v is not None})
+    try:
+        yield
+    finally:
+        _OVERRIDES.clear()
+        _OVERRIDES.update(old)
 
 
 def _prepare_run_dir(run_dir: str | Path | None, member_cls: type) -> Path:
@@ -93,6 +112,7 @@ def run(
     max_retries: int = 2,
     check_member: bool = True,
     tensorboard: bool | str | os.PathLike[str] | None = None,
+    worker_timeout: float = 60.0,
 ) -> Result:
     """Train a population with PBT and return its :class:`Result`.
 
@@ -108,9 +128,17 @@ def run(
     ``check_member`` builds, scores and checkpoints one member in this process first
     (on the first device), so a broken member fails before anything is written; turn
     it off when that is too costly (a huge model) or impossible here.
+    ``backend="workers"`` queues intervals in the store for ``torchpbt worker``
+    processes on any hosts (see README, "Running on a cluster"); an interval whose
+    worker sends no heartbeat for ``worker_timeout`` seconds is run again.
     ``tensorboard=True`` (or a log directory) keeps TensorBoard scalars per member
     (score, numeric hparams) up to date while the run goes, in ``RUN_DIR/tensorboard``.
     """
+    storage = _OVERRIDES.get("storage", storage)
+    backend = _OVERRIDES.get("backend", backend)
+    name = _OVERRIDES.get("name", name)
+    workers = _OVERRIDES.get("workers", workers)
+    worker_timeout = _OVERRIDES.get("worker_timeout", worker_timeout)
     exploit = Truncation(0.2) if exploit is _DEFAULT else exploit
     explore = Perturb() if explore is _DEFAULT else explore
     check_member_class(member)
@@ -153,8 +181,11 @@ def run(
         raise ValueError(f"max_retries={max_retries!r}: give an int >= 0 (default 2).")
     n_workers = workers or default_workers()
     backend = backend or ("local" if n_workers > 1 else "serial")
-    if backend not in ("serial", "local"):
-        raise ValueError(f"backend={backend!r}: use 'serial' or 'local'.")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r}: use 'serial', 'local' or 'workers'.")
+    if isinstance(worker_timeout, bool) or not isinstance(worker_timeout, (int, float)) \
+            or not worker_timeout > 0:
+        raise ValueError(f"worker_timeout={worker_timeout!r}: give seconds > 0 (default 60).")
     device_list = resolve_devices(devices)
     scheduler = make_scheduler(sync, space, config, exploit, explore, seed=seed,
                                initial_hparams=initial_hparams)
@@ -175,7 +206,7 @@ def run(
                                            "path": ref.path},
         "run_dir": str(run_path.resolve()), "torchpbt": __version__,
         "knowledge_sharing": knowledge_sharing.to_dict() if knowledge_sharing else None,
-        "max_retries": max_retries,
+        "max_retries": max_retries, "worker_timeout": float(worker_timeout),
         "tensorboard": None if tensorboard in (None, False) else
         str(run_path / "tensorboard" if tensorboard is True else Path(tensorboard).resolve()),
     }
@@ -185,10 +216,11 @@ def run(
             controller = Controller(
                 scheduler, store, CheckpointDir(run_path / "checkpoints"), seed,
                 Sharing(knowledge_sharing, run_path) if knowledge_sharing else None, max_retries)
-            tasks = controller.create(name or run_path.name, settings, space)
+            name = name or run_path.name
+            tasks = controller.create(name, settings, space)
             add_listeners(controller, settings, run_path, storage)
             execute(controller, tasks, member, run_path, backend, n_workers, device_list,
-                    population * steps, steps, 0, progress)
+                    population * steps, steps, 0, progress, name, settings)
     finally:
         if store is not None:
             store.close()
@@ -208,11 +240,13 @@ class RunInterrupted(KeyboardInterrupt):
 
 def execute(controller: Controller, tasks: list[Task], member: type, run_path: Path,
             backend: str, workers: int, devices: list[str], total: int, steps: int,
-            done_steps: int, progress: bool) -> None:
+            done_steps: int, progress: bool, name: str, settings: Mapping[str, Any]) -> None:
     """Drive a created or restored controller to the end; Ctrl-C leaves it resumable."""
     try:
-        with make_backend(backend, member, str(run_path / "checkpoints"), workers,
-                          devices) as be, LiveDisplay(total, steps, enabled=progress) as live:
+        with controller.store.exclusive(controller.run_id), \
+                _backend(controller, backend, member, run_path, workers, devices, name,
+                         settings, progress) as be, \
+                LiveDisplay(total, steps, enabled=progress) as live:
             live.advance(done_steps)
             controller.drive(be, live, tasks)
     except KeyboardInterrupt:
@@ -222,6 +256,24 @@ def execute(controller: Controller, tasks: list[Task], member: type, run_path: P
     finally:
         for listener in controller.listeners:
             listener.close()
+
+
+def _backend(controller: Controller, kind: str, member: type, run_path: Path, workers: int,
+             devices: list[str], name: str, settings: Mapping[str, Any],
+             progress: bool) -> Backend:
+    if kind != "workers":
+        return make_backend(kind, member, str(run_path / "checkpoints"), workers, devices)
+    from .backends.queue import QueueBackend
+    from .controller import _task_to_json
+    from .store.queue import TaskQueue
+
+    if progress:
+        url = make_url(controller.store.url).render_as_string(hide_password=True)
+        Console(stderr=True).print(
+            f"intervals are queued in the store; start workers (any host that sees {run_path}):"
+            f"\n  torchpbt worker --storage '{url}' --run '{name}'", soft_wrap=True)
+    return QueueBackend(TaskQueue(controller.store.engine, controller.run_id), _task_to_json,
+                        run_path / "knowledge", float(settings.get("worker_timeout", 60.0)))
 
 
 def add_listeners(controller: Controller, settings: Mapping[str, Any], run_path: Path,

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # == the alembic head revision (store/migrations/versions/000N_*.py); bump both together
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class StoreError(RuntimeError):

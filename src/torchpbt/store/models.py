@@ -129,3 +129,26 @@ class CheckpointRow(Base):
     size: Mapped[int] = mapped_column(Big, default=0)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TaskRow(Base):
+    """The queue between a controller and ``torchpbt worker`` processes (schema 3).
+
+    ``status`` goes queued → running (a worker claimed it) → done (its outcome is
+    here) → collected (the controller has it); or → lost (the worker stopped
+    beating), → cancelled (the controller stopped or resumed). ``beats`` counts a
+    worker's heartbeats: the controller judges liveness by whether it moves, on its
+    own clock, so hosts' clocks never have to agree."""
+
+    __tablename__ = "tasks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
+    member_id: Mapped[int] = mapped_column(Integer)
+    start_step: Mapped[int] = mapped_column(Big)
+    payload: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    beats: Mapped[int] = mapped_column(Integer, default=0)
+    outcome: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    __table_args__ = (Index("ix_tasks_run_status", "run_id", "status", "id"),)

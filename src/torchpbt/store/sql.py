@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import create_engine, event, insert, inspect, select, update
+from sqlalchemy import create_engine, event, insert, inspect, select, text, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import sessionmaker
@@ -27,6 +28,7 @@ from .migrate import ensure_schema
 from .models import CheckpointRow, EventRow, IntervalRow, MemberRow, Run, ScoreRow, utcnow
 
 NAME_LENGTH = Run.__table__.c.name.type.length
+_RUN_LOCK = 0x74706275  # advisory lock class for "controls run N" ("tpbu")
 
 
 def _finite(x: float | None) -> float | None:
@@ -257,6 +259,33 @@ class SQLStore(BaseStore):
         where = {} if include_deleted else {"deleted": False}
         return self._all(CheckpointRow, run_id, CheckpointRow.created_at, CheckpointRow.step,
                          CheckpointRow.key, **where)
+
+    @contextmanager
+    def exclusive(self, run_id: int) -> Iterator[None]:
+        """One controller per run across hosts: on PostgreSQL an advisory lock held by a
+        connection of our own, which the server drops if this process dies. (SQLite is
+        on one host, where the run directory's flock already says the same.)"""
+        if self.engine.dialect.name != "postgresql":
+            yield
+            return
+        conn = self.engine.connect()
+        try:
+            key = {"a": _RUN_LOCK, "b": run_id}
+            got = conn.execute(text("SELECT pg_try_advisory_lock(:a, :b)"), key).scalar()
+            conn.commit()
+            if not got:
+                raise StoreError(
+                    f"run {run_id} in {self.url} is being controlled by another process "
+                    "(maybe on another host); wait for it to finish or stop it before "
+                    "resuming this run."
+                )
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:a, :b)"), key)
+                conn.commit()
+        finally:
+            conn.close()
 
     def close(self) -> None:
         self.engine.dispose()
