@@ -179,7 +179,7 @@ def test_existing_run_dir_is_never_overwritten(tmp_path):
     ({"exploit": "truncation"}, "not a strategy"),
     ({"explore": 0.8}, "not a strategy"),
     ({"workers": 0}, "workers"),
-    ({"backend": "ray"}, "backend"),
+    ({"backend": "cluster"}, "backend"),
     ({"initial_hparams": [{"lr": 0.1}]}, "one per member"),
     ({"devices": ["gpu9"]}, "not a torch device"),
 ])

@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from .backends import load_module_from_path
+from .backends import BACKENDS, load_module_from_path
 from .display import fmt as fmt_value
 from .display import fmt_hparams, last_exploits, members_table
 from .result import Result
@@ -262,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--interval", type=float, default=2.0,
                            help="seconds between refreshes with --watch (default 2)")
         if name == "resume":
-            s.add_argument("--backend", choices=("serial", "local"), default=None,
+            s.add_argument("--backend", choices=BACKENDS, default=None,
                            help="default: the run's own")
             s.add_argument("--workers", type=int, default=None)
             s.add_argument("--quiet", action="store_true", help="no progress display")

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .backends import ClassRef, Task, default_workers, make_backend, resolve_devices
+from .backends import (
+    ClassRef,
+    Task,
+    check_backend,
+    default_workers,
+    make_backend,
+    resolve_devices,
+)
 from .checkpoints import CheckpointDir
 from .controller import Controller, Sharing
 from .display import LiveDisplay, print_summary
@@ -99,9 +106,10 @@ def run(
     Every argument is checked before any directory, store or process is made.
     ``exploit``/``explore`` default to ``Truncation(0.2)`` / ``Perturb()``;
     ``None`` disables them (both ``None`` is random search). ``backend`` is
-    ``"serial"`` (deterministic, in-process) or ``"local"`` (process pool of
-    ``workers``, default the number of cores); by default ``local`` when more
-    than one worker is available. ``knowledge_sharing`` turns on distillation
+    ``"serial"`` (deterministic, in-process), ``"local"`` (process pool of
+    ``workers``, default the number of cores) or ``"ray"`` (``workers`` Ray actors,
+    on a local Ray runtime or the cluster in ``RAY_ADDRESS``; ``pip install
+    torchpbt[ray]``); by default ``local`` when more than one worker is available. ``knowledge_sharing`` turns on distillation
     from the top members (see :class:`torchpbt.KnowledgeSharing`). An interval whose
     worker process dies is run again up to ``max_retries`` times before the member
     counts as failed. Ctrl-C stops cleanly; ``torchpbt.resume(run_dir)`` continues.
@@ -152,9 +160,7 @@ def run(
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise ValueError(f"max_retries={max_retries!r}: give an int >= 0 (default 2).")
     n_workers = workers or default_workers()
-    backend = backend or ("local" if n_workers > 1 else "serial")
-    if backend not in ("serial", "local"):
-        raise ValueError(f"backend={backend!r}: use 'serial' or 'local'.")
+    backend = check_backend(backend or ("local" if n_workers > 1 else "serial"))
     device_list = resolve_devices(devices)
     scheduler = make_scheduler(sync, space, config, exploit, explore, seed=seed,
                                initial_hparams=initial_hparams)
