@@ -91,7 +91,11 @@ class RayBackend(Backend):
                           "actors that do not fit wait until CPUs free up.", stacklevel=2)
         self.cpus_per_worker = max(1, cpus // workers)
         self._cls = ray.remote(RayWorker)
-        self._args = (ClassRef.of(member_cls), checkpoint_dir)
+        # absolute paths: an actor on another node need not share this process's cwd
+        ref = ClassRef.of(member_cls)
+        if ref.path is not None:
+            ref = ClassRef(ref.module, ref.qualname, os.path.abspath(ref.path))
+        self._args = (ref, os.path.abspath(checkpoint_dir))
         self._actors: list[Any] = [self._new_actor(slot) for slot in range(workers)]
         self._idle: list[int] = list(range(workers))
         self._queue: deque[Task] = deque()
