@@ -132,7 +132,7 @@ def main(argv=None) -> pbt.Result:
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--ready-every", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", choices=["serial", "local"], default=None)
+    p.add_argument("--backend", choices=["serial", "local", "ray"], default=None)
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--run-dir", default=None)
     p.add_argument("--quiet", action="store_true")

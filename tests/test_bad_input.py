@@ -12,6 +12,7 @@ import math
 import random
 import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +143,24 @@ def _interrupted_run_with_lambda(t: Path) -> None:
     _mark_running(t)
 
 
+def _interrupted_run(t: Path) -> None:
+    run(t, run_dir=t / "old")
+    _mark_running(t)
+
+
+def _without_ray(call: Callable[[], object]) -> object:
+    """As if ray were not installed: ``import ray`` fails while ``call`` runs."""
+    saved = sys.modules.get("ray")
+    sys.modules["ray"] = None  # type: ignore[assignment]
+    try:
+        return call()
+    finally:
+        if saved is None:
+            del sys.modules["ray"]
+        else:
+            sys.modules["ray"] = saved
+
+
 def _mark_running(t: Path) -> None:
     """As if the controller had been killed: the store says the run is still going."""
     with sqlite3.connect(t / "old" / "torchpbt.db") as db:
@@ -227,11 +246,18 @@ CASES = [
     bad("workers-0", lambda t: run(t, workers=0),
         ValueError, r"workers=0: give a positive int"),
     bad("backend-gpu", lambda t: run(t, backend="gpu"),
-        ValueError, r"backend='gpu': use 'serial', 'local' or 'workers'"),
+        ValueError, r"backend='gpu': use 'serial', 'local', 'workers' or 'ray'"),
     bad("worker-timeout-zero", lambda t: run(t, backend="workers", worker_timeout=0),
         ValueError, r"worker_timeout=0: give seconds > 0"),
     bad("worker-timeout-text", lambda t: run(t, worker_timeout="1m"),
         ValueError, r"worker_timeout='1m': give seconds > 0"),
+    bad("backend-ray-not-installed", lambda t: _without_ray(lambda: run(t, backend="ray")),
+        ImportError, r"backend='ray' needs the ray package, which is not installed; install "
+                     r"it with pip install 'torchpbt\[ray\]'"),
+    bad("resume-backend-ray-not-installed",
+        lambda t: _without_ray(lambda: pbt.resume(t / "old", backend="ray", progress=False)),
+        ImportError, r"backend='ray' needs the ray package.*pip install 'torchpbt\[ray\]'",
+        prepare=_interrupted_run),
     bad("devices-not-a-device", lambda t: run(t, devices=["gpu9"]),
         ValueError, r"'gpu9' is not a torch device; use 'cpu', 'cuda:0', \.\.\. or 'auto'"),
     bad("devices-empty", lambda t: run(t, devices=[]),

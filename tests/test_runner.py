@@ -144,6 +144,17 @@ def test_sync_mode_runs_generations(tmp_path):
     assert all(m["status"] == "done" for m in r.members)
 
 
+def test_sync_mode_members_keep_their_latest_score(tmp_path):
+    # a generation's decisions come with its last report: the others' scores must not
+    # stay at the previous generation's (best_member would be whoever reported last)
+    r = run_tiny(tmp_path, sync=True)
+    for m in r.members:
+        last = max((i for i in r.intervals if i["member_id"] == m["member_id"]),
+                   key=lambda i: i["end_step"])
+        assert m["score"] == last["score"]
+    assert r.best_score == max(m["score"] for m in r.members)
+
+
 def test_local_backend_two_workers_completes_with_full_log(tmp_path):
     r = run_tiny(tmp_path, backend="local", workers=2)
     assert len(r.intervals) == 24
@@ -179,7 +190,7 @@ def test_existing_run_dir_is_never_overwritten(tmp_path):
     ({"exploit": "truncation"}, "not a strategy"),
     ({"explore": 0.8}, "not a strategy"),
     ({"workers": 0}, "workers"),
-    ({"backend": "ray"}, "backend"),
+    ({"backend": "cluster"}, "backend"),
     ({"initial_hparams": [{"lr": 0.1}]}, "one per member"),
     ({"devices": ["gpu9"]}, "not a torch device"),
 ])

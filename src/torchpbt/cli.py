@@ -20,11 +20,10 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from .backends import load_module_from_path
+from .backends import BACKENDS, load_module_from_path
 from .display import fmt as fmt_value
 from .display import fmt_hparams, last_exploits, members_table
 from .result import Result
-from .runner import BACKENDS
 from .schedule import ScheduleError
 from .store import StoreError
 

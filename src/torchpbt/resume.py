@@ -12,14 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .backends import ClassRef, default_workers, resolve_devices
+from .backends import ClassRef, check_backend, default_workers, resolve_devices
 from .checkpoints import CheckpointDir
 from .controller import Controller, Sharing
 from .display import print_summary
 from .distill import KnowledgeSharing
 from .member import check_member_class
 from .result import Result, find_run_of, open_run_store
-from .runner import BACKENDS, add_listeners, execute, run_lock
+from .runner import add_listeners, execute, run_lock
 from .scheduler import PBTConfig, make_scheduler
 from .space import Space
 from .specs import from_spec
@@ -78,9 +78,7 @@ def resume(
         ks = cfg.get("knowledge_sharing")
         options = KnowledgeSharing(**ks) if ks else None
         scheduler = make_scheduler(cfg["sync"], space, config, exploit, explore, seed=cfg["seed"])
-        backend = backend or cfg["backend"]
-        if backend not in BACKENDS:
-            raise ValueError(f"backend={backend!r}: use 'serial', 'local' or 'workers'.")
+        backend = check_backend(backend or cfg["backend"])
         n_workers = workers or (cfg["workers"] if backend == cfg["backend"] else default_workers())
         device_list = resolve_devices(devices if devices is not None else cfg["devices"])
         with run_lock(run_path):

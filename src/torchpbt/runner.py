@@ -15,7 +15,15 @@ from rich.console import Console
 from sqlalchemy.engine import make_url
 
 from . import __version__
-from .backends import Backend, ClassRef, Task, default_workers, make_backend, resolve_devices
+from .backends import (
+    Backend,
+    ClassRef,
+    Task,
+    check_backend,
+    default_workers,
+    make_backend,
+    resolve_devices,
+)
 from .checkpoints import CheckpointDir
 from .controller import Controller, Sharing
 from .display import LiveDisplay, print_summary
@@ -31,7 +39,6 @@ from .specs import to_spec
 from .store import SQLStore, StoreError
 
 _DEFAULT = object()
-BACKENDS = ("serial", "local", "workers")
 # set by `torchpbt run FILE --storage/--backend/--name ...`: they win over the file's own
 _OVERRIDES: dict[str, Any] = {}
 
@@ -119,9 +126,10 @@ def run(
     Every argument is checked before any directory, store or process is made.
     ``exploit``/``explore`` default to ``Truncation(0.2)`` / ``Perturb()``;
     ``None`` disables them (both ``None`` is random search). ``backend`` is
-    ``"serial"`` (deterministic, in-process) or ``"local"`` (process pool of
-    ``workers``, default the number of cores); by default ``local`` when more
-    than one worker is available. ``knowledge_sharing`` turns on distillation
+    ``"serial"`` (deterministic, in-process), ``"local"`` (process pool of
+    ``workers``, default the number of cores) or ``"ray"`` (``workers`` Ray actors,
+    on a local Ray runtime or the cluster in ``RAY_ADDRESS``; ``pip install
+    torchpbt[ray]``); by default ``local`` when more than one worker is available. ``knowledge_sharing`` turns on distillation
     from the top members (see :class:`torchpbt.KnowledgeSharing`). An interval whose
     worker process dies is run again up to ``max_retries`` times before the member
     counts as failed. Ctrl-C stops cleanly; ``torchpbt.resume(run_dir)`` continues.
@@ -180,9 +188,7 @@ def run(
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise ValueError(f"max_retries={max_retries!r}: give an int >= 0 (default 2).")
     n_workers = workers or default_workers()
-    backend = backend or ("local" if n_workers > 1 else "serial")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r}: use 'serial', 'local' or 'workers'.")
+    backend = check_backend(backend or ("local" if n_workers > 1 else "serial"))
     if isinstance(worker_timeout, bool) or not isinstance(worker_timeout, (int, float)) \
             or not worker_timeout > 0:
         raise ValueError(f"worker_timeout={worker_timeout!r}: give seconds > 0 (default 60).")

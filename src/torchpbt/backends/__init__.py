@@ -6,6 +6,7 @@ import os
 
 from .base import Backend
 from .local import LocalBackend
+from .ray import RayBackend, import_ray
 from .serial import SerialBackend
 from .worker import ClassRef, IntervalRunner, Outcome, Task, derive_seed, load_module_from_path
 
@@ -43,10 +44,24 @@ def resolve_devices(devices: str | list[str] | None) -> list[str]:
     return out
 
 
+BACKENDS = ("serial", "local", "workers", "ray")
+
+
+def check_backend(kind: object) -> str:
+    """A known backend name whose packages are installed; checked before any work."""
+    if kind not in BACKENDS:
+        raise ValueError(f"backend={kind!r}: use 'serial', 'local', 'workers' or 'ray'.")
+    if kind == "ray":
+        import_ray()
+    return str(kind)
+
+
 def make_backend(kind: str, member_cls: type, checkpoint_dir: str, workers: int,
                  devices: list[str]) -> Backend:
     if kind == "serial":
         return SerialBackend(member_cls, checkpoint_dir, devices[0])
+    if kind == "ray":
+        return RayBackend(member_cls, checkpoint_dir, workers, devices)
     return LocalBackend(member_cls, checkpoint_dir, workers, devices)
 
 
@@ -55,6 +70,6 @@ def default_workers() -> int:
 
 
 __all__ = [
-    "Backend", "ClassRef", "IntervalRunner", "LocalBackend", "Outcome", "SerialBackend", "Task",
-    "default_workers", "derive_seed", "load_module_from_path", "make_backend", "resolve_devices",
+    "BACKENDS", "Backend", "ClassRef", "IntervalRunner", "LocalBackend", "Outcome", "RayBackend",
+    "SerialBackend", "Task", "check_backend", "default_workers", "derive_seed", "load_module_from_path", "make_backend", "resolve_devices",
 ]

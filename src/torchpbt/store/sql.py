@@ -182,6 +182,12 @@ class SQLStore(BaseStore):
                 ).values(**values))
                 if done.rowcount != 1:
                     raise StoreError(f"run {run_id} has no member {m.member_id}")
+            if interval is not None and interval.member_id not in {m.member_id for m in members}:
+                # no decision for it yet (sync mode waits for the generation): its score is
+                # still its latest
+                c.execute(update(MemberRow).where(
+                    MemberRow.run_id == run_id, MemberRow.member_id == interval.member_id
+                ).values(score=_finite(interval.score)))
             if deleted_checkpoints:
                 c.execute(update(CheckpointRow).where(
                     CheckpointRow.run_id == run_id, CheckpointRow.key.in_(list(deleted_checkpoints))
