@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-quick clean
+.PHONY: demo test lint bench bench-quick bench-deps clean
 
 # The CPU torch wheel is pinned through constraints.txt; an unpinned torch
 # would pull a multi-GB CUDA build.
@@ -25,22 +25,32 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests examples benchmarks
 
-bench: $(STAMP)
+# Ray Tune is a benchmark-only dependency (benchmarks/vs_ray_tune.py): the bench extra.
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,examples,bench]"
+	touch $(BENCH_STAMP)
+
+bench-deps: $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(PY) benchmarks/toy_figure.py
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/search_quality.py
 	$(PY) benchmarks/knowledge_sharing.py
 	$(PY) benchmarks/nas_mixing.py
 	$(PY) benchmarks/chaos.py
+	$(PY) benchmarks/vs_ray_tune.py
 	$(PY) benchmarks/make_table.py
 
-bench-quick: $(STAMP)
+bench-quick: $(BENCH_STAMP)
 	$(PY) benchmarks/toy_figure.py --quick
 	$(PY) benchmarks/overhead.py --quick
 	$(PY) benchmarks/search_quality.py --quick
 	$(PY) benchmarks/knowledge_sharing.py --quick
 	$(PY) benchmarks/nas_mixing.py --quick
 	$(PY) benchmarks/chaos.py --quick
+	$(PY) benchmarks/vs_ray_tune.py --quick
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
