@@ -186,9 +186,15 @@ def test_fallback_until_enough_points_and_without_context():
     assert ops["h"].startswith("fallback ") and 0 <= new["h"] <= 1
     _, ops = PB2(fallback=pbt.Resample())({"h": 0.5}, H, random.Random(0))
     assert ops == {"h": "fallback resample"}
+    new, ops = PB2(fallback=halve)({"h": 0.5}, H, random.Random(0))  # a plain dict is fine
+    assert new == {"h": 0.25} and ops == {"h": "fallback custom"}
     failed_only = [Observation(1.0, {"h": 0.5}, None)] * 10
     _, ops = PB2()({"h": 0.5}, H, random.Random(0), context=ExploreContext(2.0, failed_only))
     assert ops["h"].startswith("fallback")
+
+
+def halve(hparams, space, rng):
+    return {k: v / 2 for k, v in hparams.items()}
 
 
 def test_failed_intervals_count_as_the_worst():

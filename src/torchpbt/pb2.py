@@ -32,7 +32,7 @@ from scipy.linalg import cho_solve, solve_triangular
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
-from .explore import ExploreContext, ExploreResult, Perturb, check_explore
+from .explore import ExploreContext, ExploreResult, Perturb, apply_explore, check_explore
 from .explore import history_size as wanted_history
 from .space import Choice, Float, Int, Space
 
@@ -251,7 +251,7 @@ class PB2:
         obs = [o for o in (context.observations if context else ()) if names <= set(o.hparams)]
         finite = [o.improvement for o in obs if o.improvement is not None]
         if context is None or len(finite) < self.min_points:
-            new, ops = self.fallback(dict(hparams), space, rng)
+            new, ops = apply_explore(self.fallback, hparams, space, rng)
             return new, {n: f"fallback {op}" for n, op in ops.items()}
         worst = min(finite)  # a failed interval counts as the worst improvement seen
         x = np.array([encode(space, o.hparams) for o in obs])
