@@ -41,6 +41,7 @@ bench: $(BENCH_STAMP)
 	$(PY) benchmarks/nas_mixing.py
 	$(PY) benchmarks/chaos.py
 	$(PY) benchmarks/vs_ray_tune.py
+	$(PY) benchmarks/pb2.py
 	$(PY) benchmarks/make_table.py
 
 bench-quick: $(BENCH_STAMP)
@@ -51,6 +52,7 @@ bench-quick: $(BENCH_STAMP)
 	$(PY) benchmarks/nas_mixing.py --quick
 	$(PY) benchmarks/chaos.py --quick
 	$(PY) benchmarks/vs_ray_tune.py --quick
+	$(PY) benchmarks/pb2.py --quick
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

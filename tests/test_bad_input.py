@@ -224,6 +224,16 @@ CASES = [
     bad("perturb-resample-probability-1.5",
         lambda t: run(t, explore=pbt.Perturb(resample_probability=1.5)),
         ValueError, r"resample_probability=1\.5\): must be in \[0, 1\]; give e\.g\. 0\.25"),
+    bad("pb2-choice-hparam",
+        lambda t: run(t, space={"lr": pbt.Float(0.01, 0.1), "opt": pbt.Choice(["sgd", "adam"])},
+                      explore=pbt.PB2()),
+        ValueError, r"PB2 models continuous hparams only; \['opt'\] are Choice/Gene hparams\. "
+                    r"Use explore=torchpbt\.Perturb\(\)"),
+    bad("pb2-gene-hparam", lambda t: run(t, member=TinyNAS, space=NAS_SPACE, exploit=Mixing(),
+                                         explore=pbt.PB2()),
+        ValueError, r"PB2 models continuous hparams only; \['c0', 'c1'\].*torchpbt\.Perturb"),
+    bad("pb2-min-points-0", lambda t: run(t, explore=pbt.PB2(min_points=0)),
+        ValueError, r"PB2\(min_points=0\): give an int >= 1"),
     # -- run options --
     bad("population-1", lambda t: run(t, population=1),
         ValueError, r"population=1: PBT needs at least 2 members"),

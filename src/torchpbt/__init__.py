@@ -9,6 +9,7 @@ from .exploit import MemberView, Tournament, Truncation, TTest  # noqa: E402
 from .explore import Perturb, Resample  # noqa: E402
 from .lineage import check_log  # noqa: E402
 from .member import Member, TorchMember  # noqa: E402
+from .pb2 import PB2  # noqa: E402
 from .replay import replay  # noqa: E402
 from .report import write_report  # noqa: E402
 from .result import Result  # noqa: E402
@@ -24,7 +25,7 @@ from .worker_service import serve as serve_worker  # noqa: E402
 __all__ = [
     "AsyncScheduler", "CheckpointDir", "CheckpointError", "Choice", "Decision", "Float", "Int",
     "KnowledgeSharing", "datasets", "distillation_loss", "nas",
-    "Member", "MemberView", "PBTConfig", "Perturb", "Report", "Resample", "Result", "Schedule",
+    "Member", "MemberView", "PB2", "PBTConfig", "Perturb", "Report", "Resample", "Result", "Schedule",
     "ScheduleError", "Space", "SpaceError", "StoreError", "SyncScheduler", "TTest",
     "TorchMember", "Tournament", "Truncation", "RunInterrupted", "__version__",
     "check_log", "export_tensorboard", "load", "replay", "resume", "run", "serve_worker",

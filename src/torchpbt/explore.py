@@ -3,6 +3,11 @@
 Each strategy returns ``(new_hparams, operations)``; ``operations`` maps every
 hyperparameter to what was done to it (``"*1.2"``, ``"resample"``, ...) and
 is stored with the exploit event.
+
+A model-based strategy (``torchpbt.PB2``) also needs what earlier intervals
+achieved: if it has a ``history_size`` attribute, the scheduler keeps that many
+latest :class:`Observation` s and passes them, with the hparams other members are
+training with, as ``context=ExploreContext(...)``.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from .exploit import check_strategy_call
@@ -17,6 +23,30 @@ from .space import Choice, Space
 
 ExploreResult = tuple[dict[str, Any], dict[str, str]]
 ExploreFn = Callable[[Mapping[str, Any], Space, random.Random], Any]
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One finished interval: when it ended, the hparams it trained with, and how much
+    the score improved over the score of the weights it started from.
+
+    ``time`` counts ready intervals (step / ready_every); ``improvement`` is oriented
+    (higher is better) and ``None`` when the interval failed.
+    """
+
+    time: float
+    hparams: dict[str, Any]
+    improvement: float | None
+
+
+@dataclass(frozen=True)
+class ExploreContext:
+    """What a history-based explore may know beyond the hparams it is given."""
+
+    now: float  # the time at which the interval the new hparams train for will end
+    observations: Sequence[Observation] = ()
+    # (time the interval ends, hparams) of every other member still training
+    pending: Sequence[tuple[float, dict[str, Any]]] = field(default=())
 
 
 class Perturb:
@@ -73,11 +103,21 @@ class Resample:
         return "Resample()"
 
 
+def history_size(explore: object) -> int:
+    """Observations an explore strategy wants (0: it needs none, like Perturb)."""
+    n = getattr(explore, "history_size", 0)
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 0
+
+
 def apply_explore(
-    explore: ExploreFn, hparams: Mapping[str, Any], space: Space, rng: random.Random
+    explore: ExploreFn, hparams: Mapping[str, Any], space: Space, rng: random.Random,
+    context: ExploreContext | None = None,
 ) -> ExploreResult:
     """Run any explore callable and force its output back into the space."""
-    out = explore(dict(hparams), space, rng)
+    if context is None:
+        out = explore(dict(hparams), space, rng)
+    else:
+        out = explore(dict(hparams), space, rng, context=context)  # type: ignore[call-arg]
     if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], Mapping):
         new, ops = dict(out[0]), {k: str(v) for k, v in out[1].items()}
     elif isinstance(out, Mapping):
@@ -92,10 +132,14 @@ def apply_explore(
     return {n: space[n].clip(merged[n]) for n in space}, ops
 
 
-def check_explore(explore: object) -> None:
+def check_explore(explore: object, space: Space | None = None) -> None:
+    """Refuse a non-strategy, or one that cannot handle the space, before the run starts."""
     if explore is not None and not callable(explore):
         raise ValueError(
-            f"explore={explore!r} is not a strategy; use torchpbt.Perturb(), Resample(), None, "
-            "or a callable(hparams, space, rng) -> hparams or (hparams, operations)."
+            f"explore={explore!r} is not a strategy; use torchpbt.Perturb(), Resample(), PB2(), "
+            "None, or a callable(hparams, space, rng) -> hparams or (hparams, operations)."
         )
     check_strategy_call("explore", explore, "hparams, space, rng")
+    check_space = getattr(explore, "check_space", None)
+    if space is not None and callable(check_space) and not isinstance(explore, type):
+        check_space(space)

@@ -164,7 +164,7 @@ def run(
                 f"exploit={exploit!r} needs a member that can be mixed; subclass "
                 f"torchpbt.nas.NASMember for {member.__name__}."
             )
-    check_explore(explore)
+    check_explore(explore, space)
     if knowledge_sharing is not None:
         if not isinstance(knowledge_sharing, KnowledgeSharing):
             raise TypeError(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .exploit import MemberView, pick_replacement, quantile_count
-from .explore import apply_explore
+from .explore import ExploreContext, Observation, apply_explore, history_size
 from .space import Space
 
 
@@ -67,6 +67,9 @@ class MemberState:
     checkpoint: str | None = None
     history: list[float] = field(default_factory=list)  # oriented: higher is better
     done: bool = False
+    # oriented score of the weights the running interval started from (None: unknown or
+    # failed), so the interval's improvement is measured against what it really began with
+    baseline: float | None = None
 
     @property
     def latest(self) -> float | None:
@@ -144,6 +147,9 @@ class _Scheduler:
             hps = [space.sample(self.rng) for _ in range(config.population)]
         self.members = {i: MemberState(i, hp) for i, hp in enumerate(hps)}
         self.bad_checkpoints: set[str] = set()  # never handed out again
+        # what each interval achieved, kept only for an explore that asks (torchpbt.PB2)
+        self.history_size = history_size(explore)
+        self.observations: list[Observation] = []
 
     # -- public -------------------------------------------------------------
     def start(self) -> list[Decision]:
@@ -166,12 +172,13 @@ class _Scheduler:
             "rng": [version, list(internal), gauss],
             "members": [
                 {"member_id": m.member_id, "hparams": m.hparams, "step": m.step,
-                 "checkpoint": m.checkpoint, "done": m.done,
+                 "checkpoint": m.checkpoint, "done": m.done, "baseline": m.baseline,
                  # strict JSON has no -Infinity (PostgreSQL rejects it): a failure is null
                  "history": [x if math.isfinite(x) else None for x in m.history]}
                 for m in self.members.values()
             ],
             "bad_checkpoints": sorted(self.bad_checkpoints),
+            "observations": [[o.time, o.hparams, o.improvement] for o in self.observations],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -181,8 +188,11 @@ class _Scheduler:
             self.members[d["member_id"]] = MemberState(
                 d["member_id"], self.space.coerce(d["hparams"]), d["step"], d["checkpoint"],
                 [-math.inf if x is None else float(x) for x in d["history"]], d["done"],
+                d.get("baseline"),
             )
         self.bad_checkpoints = set(state.get("bad_checkpoints", []))
+        self.observations = [Observation(t, self.space.coerce(h), y)
+                             for t, h, y in state.get("observations", [])]
 
     # -- shared decision logic -----------------------------------------------
     def _next_steps(self, m: MemberState) -> int:
@@ -201,7 +211,35 @@ class _Scheduler:
             m.checkpoint = report.checkpoint
             m.history.append(orient(report.score, self.config.mode))
         del m.history[:-HISTORY]  # bounded: state saved at every step stays small
+        score = m.history[-1] if math.isfinite(m.history[-1]) else None
+        if self.history_size:
+            self._observe(m, score)
+        m.baseline = score  # a member that trains on starts from these weights
         return m
+
+    def _observe(self, m: MemberState, score: float | None) -> None:
+        """Record what the interval just reported achieved with its hparams.
+
+        A failed interval is kept (improvement None: the worst, for PB2); an interval
+        whose starting score is unknown (a member's first, or after a reinit) is not.
+        """
+        if score is not None and m.baseline is None:
+            return
+        tunable = self.space.tunable() or {}
+        self.observations.append(Observation(
+            m.step / self.config.ready_every, {n: m.hparams[n] for n in tunable},
+            None if score is None else score - m.baseline))  # type: ignore[operator]
+        del self.observations[:-self.history_size]
+
+    def _context(self, m: MemberState) -> ExploreContext:
+        """The history an explore asked for, and what every other member is training with."""
+        tunable = self.space.tunable() or {}
+        every = self.config.ready_every
+        pending = [((o.step + self._next_steps(o)) / every, {n: o.hparams[n] for n in tunable})
+                   for o in self.members.values()
+                   if o.member_id != m.member_id and not o.done and o.step < self.config.steps]
+        return ExploreContext((m.step + self._next_steps(m)) / every, list(self.observations),
+                              pending)
 
     def snapshot(self) -> list[MemberView]:
         """Latest score of every member that has one: the population exploit sees."""
@@ -251,7 +289,7 @@ class _Scheduler:
         if donor_id is None:
             if cfg.explore_when == "ready" and self.explore is not None:
                 old = dict(m.hparams)
-                m.hparams, ops = self._explore(m.hparams)
+                m.hparams, ops = self._explore(m.hparams, m)
                 return Decision(m.member_id, m.step, "explore", dict(m.hparams), m.checkpoint,
                                 self._next_steps(m), old_hparams=old, operations=ops)
             return Decision(m.member_id, m.step, "continue", dict(m.hparams), m.checkpoint,
@@ -273,9 +311,10 @@ class _Scheduler:
                    "donor_checkpoint": other[0] if other else None}
         ops: dict[str, str] = {}
         if self.explore is not None:
-            base, ops = self._explore(base)
+            base, ops = self._explore(base, m)
         # its old score belonged to its old weights; it is ranked again once it reports
         m.hparams, m.checkpoint, m.history = base, d_ckpt, []
+        m.baseline = d_history[-1] if d_history and math.isfinite(d_history[-1]) else None
         return Decision(m.member_id, m.step, "exploit", dict(base), d_ckpt,
                         self._next_steps(m), donor_id=donor_id, donor_step=d_step,
                         old_hparams=old, operations=ops, reason=reason,
@@ -291,12 +330,15 @@ class _Scheduler:
             raise RuntimeError(f"donor {donor_id} has no checkpoint")  # snapshot guarantees one
         return d_ckpt, d_hparams, d_step, d_history
 
-    def _explore(self, hparams: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    def _explore(self, hparams: dict[str, Any],
+                 m: MemberState) -> tuple[dict[str, Any], dict[str, str]]:
         """Explore the hyperparameters only: architecture genes are left to the strategy."""
         sub = self.space.tunable()
         if sub is None:
             return dict(hparams), {}
-        new, ops = apply_explore(self.explore, {n: hparams[n] for n in sub}, sub, self.rng)
+        context = self._context(m) if self.history_size else None
+        new, ops = apply_explore(self.explore, {n: hparams[n] for n in sub}, sub, self.rng,
+                                 context)
         return {**hparams, **new}, ops
 
     def _raw(self, oriented: float) -> float | None:
@@ -308,6 +350,7 @@ class _Scheduler:
         """No healthy member to copy: start this one afresh from the prior."""
         old = dict(m.hparams)
         m.hparams, m.checkpoint, m.history = self.space.sample(self.rng), None, []
+        m.baseline = None
         return Decision(m.member_id, m.step, "reinit", dict(m.hparams), None, self._next_steps(m),
                         old_hparams=old, operations={n: "resample" for n in self.space},
                         reason="failed, no healthy donor")

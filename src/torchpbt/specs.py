@@ -13,6 +13,7 @@ from typing import Any
 from .backends.worker import ClassRef
 from .exploit import Tournament, Truncation, TTest
 from .explore import Perturb, Resample
+from .pb2 import PB2
 from .store import StoreError
 
 
@@ -31,6 +32,9 @@ def to_spec(obj: Any) -> dict[str, Any] | None:
     if type(obj) is Perturb:
         return {"type": "Perturb", "factors": list(obj.factors),
                 "resample_probability": obj.resample_probability}
+    if type(obj) is PB2:
+        return {"type": "PB2", "min_points": obj.min_points, "max_points": obj.max_points,
+                "fallback": to_spec(obj.fallback)}
     from .nas.strategies import Mixing, Mutation
 
     if type(obj) is Mixing:
@@ -59,6 +63,8 @@ def from_spec(spec: dict[str, Any] | None, what: str) -> Any:
     builtins: dict[str, Any] = {"Truncation": Truncation, "TTest": TTest, "Perturb": Perturb,
                                 "Tournament": Tournament, "Resample": Resample,
                                 "Mixing": Mixing, "Mutation": Mutation}
+    if kind == "PB2":
+        return PB2(spec["min_points"], spec["max_points"], from_spec(spec["fallback"], what))
     if kind in builtins:
         return builtins[kind](**{k: v for k, v in spec.items() if k != "type"})
     if kind == "ref":
