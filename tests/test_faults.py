@@ -8,9 +8,12 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import QSPACE, DiesAlways, DiesInWorker, DiesOnce, InfLoss, Quadratic
 
 import torchpbt as pbt
+import torchpbt.runner as runner_module
+from torchpbt.backends import Backend, IntervalRunner
 from torchpbt.checkpoints import CheckpointDir
 from torchpbt.cli import main as cli_main
 from torchpbt.controller import WorkersKeepDying
@@ -196,3 +199,65 @@ def test_status_shows_the_traceback_of_a_failure(tmp_path, capsys):
     assert cli_main(["status", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
     assert "Traceback" in out and "boom: lr too high" in out and "failed interval" in out
+
+
+class StepOnly(Quadratic):
+    """Its weights are its step count: members at the same step write the same checkpoint."""
+
+    def setup(self, hparams):
+        self.t = torch.tensor(0.0)
+
+    def train(self, steps):
+        self.t = self.t + steps
+
+    def evaluate(self):
+        return float(self.t)
+
+    def state_dict(self):
+        return {"t": self.t}
+
+    def load_state_dict(self, state):
+        self.t = state["t"].clone()
+
+
+class LateReporter(Backend):
+    """Trains every queued interval at once but hands member 1's outcomes back last, as a
+    slow worker would: its identical checkpoint was written long before it reports."""
+
+    def __init__(self, member_cls, checkpoint_dir, *_args):
+        self.runner = IntervalRunner(member_cls, checkpoint_dir)
+        self.queue: list = []
+        self.done: list = []
+
+    def submit(self, task):
+        self.queue.append(task)
+
+    def wait(self):
+        for t in self.queue:
+            self.runner._live.clear()  # any worker may take any interval: load from disk
+            self.done.append(self.runner.run(t))
+        self.queue = []
+        pick = next((o for o in self.done if o.member_id != 1), self.done[0])
+        self.done.remove(pick)
+        return [pick]
+
+    @property
+    def pending(self):
+        return len(self.queue) + len(self.done)
+
+
+def test_a_checkpoint_shared_by_equal_weights_is_not_collected_under_a_late_reporter(
+        tmp_path, monkeypatch):
+    # member 0 writes K (step 5) and moves on, so K looks unused and is deleted; member 1
+    # had written the very same K (equal weights, one content hash) but reports it only
+    # now. Found by benchmarks/vs_ray_tune.py on the toy with the local backend.
+    monkeypatch.setattr(runner_module, "make_backend", lambda kind, member, ckpt, *a: LateReporter(
+        member, ckpt))
+    r = pbt.run(StepOnly, QSPACE, population=2, ready_every=5, steps=20, backend="serial",
+                exploit=None, explore=None, progress=False, run_dir=tmp_path / "r")
+    assert not [e for e in r.events if e["kind"] == "fail"], [
+        e["detail"] for e in r.events if e["kind"] == "fail"]
+    _chains_are_complete(r, 20)
+    _store_is_consistent(r)
+    retried = [e for e in r.events if e["kind"] == "retry"]
+    assert [(e["member_id"], e["detail"]["charged"]) for e in retried] == [(1, False)]

@@ -39,6 +39,9 @@ class Controller:
         self.in_flight: dict[int, Task] = {}
         self.retries: dict[int, int] = {}
         self.known: set[str] = set()
+        self._submits = 0  # tasks handed to the backend so far, this process
+        self._sent: dict[int, int] = {}  # member -> number of its running task's submission
+        self._collected: list[tuple[int, str]] = []  # (submissions then, key), oldest first
         self.run_id = -1
         self.completed = 0  # intervals that came back with a checkpoint, this process
         self.listeners: list[Any] = []  # called after each committed step (e.g. TensorBoard)
@@ -85,7 +88,7 @@ class Controller:
         self.in_flight = {t.member_id: t for t in tasks}
         for t in self.in_flight.values():
             live.update(t.member_id, status="training", hparams=t.hparams, step=t.start_step)
-            backend.submit(t)
+            self._submit(backend, t)
         while backend.pending:
             for out in backend.wait():
                 self._handle(backend, out, live)
@@ -115,13 +118,41 @@ class Controller:
         event = EventRecord("retry", out.member_id, task.start_step,
                             detail={"error": out.error, "attempt": attempt})
         self.store.record(self.run_id, None, [event], [], self.state())
-        backend.submit(task)
+        self._submit(backend, task)
         return True
+
+    def _vanished(self, backend: Backend, out: Outcome, task: Task) -> bool:
+        """Equal weights hash to one file. If a worker found another member's identical
+        checkpoint present (so wrote nothing) and we collected that file before its outcome
+        arrived, the outcome names a file that is gone: run the interval again, uncharged
+        (it was not the member's fault)."""
+        sent = self._sent.pop(out.member_id, 0)
+        gone = out.checkpoint is not None and any(
+            n >= sent and key == out.checkpoint for n, key in self._collected
+        ) and not self.checkpoints.file(out.checkpoint).exists()
+        if self._collected:  # forget what no task still running can have seen
+            oldest = min(self._sent.values(), default=self._submits + 1)
+            cut = next((i for i, (n, _) in enumerate(self._collected) if n >= oldest),
+                       len(self._collected))
+            del self._collected[:cut]
+        if not gone:
+            return False
+        event = EventRecord("retry", out.member_id, task.start_step, detail={
+            "error": f"checkpoint {out.checkpoint} was collected as unused before this "
+                     "interval, which wrote the same weights, reported it", "charged": False})
+        self.store.record(self.run_id, None, [event], [], self.state())
+        self._submit(backend, task)
+        return True
+
+    def _submit(self, backend: Backend, task: Task) -> None:
+        self._submits += 1
+        self._sent[task.member_id] = self._submits
+        backend.submit(task)
 
     def _handle(self, backend: Backend, out: Outcome, live: LiveDisplay) -> None:
         crash_point("outcome")
         task = self.in_flight[out.member_id]
-        if self._retry(backend, out, task):
+        if self._retry(backend, out, task) or self._vanished(backend, out, task):
             return
         del self.in_flight[out.member_id]
         attempts = self.retries.pop(out.member_id, 0) + 1
@@ -161,6 +192,7 @@ class Controller:
         self.store.record(self.run_id, interval, events, updates, self.state(),
                           deleted_checkpoints=garbage)
         crash_point("after_commit")
+        self._collected += [(self._submits, key) for key in garbage]
         for key in garbage:  # after the commit: a crash here leaves only stray files
             self.checkpoints.delete(key)
         self.known -= set(garbage)
@@ -178,7 +210,7 @@ class Controller:
                 row["exploits"] = live.rows.get(d.member_id, {}).get("exploits", 0) + 1
             live.update(d.member_id, **row)
         for t in new_tasks:
-            backend.submit(t)
+            self._submit(backend, t)
         live.advance(out.end_step - task.start_step)
 
 
