@@ -388,6 +388,35 @@ def state_size(population: int, history: int, repeats: int = 3) -> dict:
             "state_build_ms": 1000 * min(build), "json_encode_ms": 1000 * min(encode)}
 
 
+def report_cost(population: int, history: int = STEPS) -> dict:
+    """Mean cost of one steady-state ``AsyncScheduler.report`` (every member scored:
+    snapshot + Truncation ranking), the part of an event the 10,000-member runs cannot
+    reach; measured on the scheduler alone."""
+    import random
+
+    from torchpbt.scheduler import AsyncScheduler, PBTConfig, Report
+
+    rng = random.Random(0)
+    sched = AsyncScheduler(pbt.Space(SPACE), PBTConfig(population, READY_EVERY, 10 ** 6),
+                           pbt.Truncation(0.2), pbt.Perturb(), seed=0)
+    for m in sched.members.values():
+        m.step, m.checkpoint = history, f"{rng.getrandbits(256):064x}"
+        m.history = [rng.random() for _ in range(history)]
+    reports = max(50, min(1000, int(2e6 // population)))
+    ids = [rng.randrange(population) for _ in range(reports)]
+    spent, exploits = [], 0
+    for i in ids:
+        m = sched.members[i]
+        report = Report(i, m.step + 1, rng.random(), f"{rng.getrandbits(256):064x}")
+        t0 = time.perf_counter()
+        decision = sched.report(report)[0]
+        spent.append(time.perf_counter() - t0)
+        exploits += decision.action == "exploit"
+    return {"population": population, "reports": reports, "exploits": exploits,
+            "report_ms_mean": 1000 * statistics.fmean(spent),
+            "report_ms_median": 1000 * statistics.median(spent)}
+
+
 # ---------------------------------------------------------------------------------------
 # parent
 
@@ -489,7 +518,7 @@ def plot(path: Path, rows: list[dict], projections: list[dict]) -> Path:
     ax.set(xscale="log", yscale="log", xlabel="population", ylabel="ready events / s",
            title="events handled per second (serial backend)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="lower left")
     ax = axes[1]
     for store in ("sqlite", "postgresql"):
         rs = sorted((r for r in rows if r["store"] == store), key=lambda r: r["population"])
@@ -622,7 +651,12 @@ def main(argv=None) -> int:
         finally:
             if server is not None:
                 server.stop()
-        projections = [state_size(n, h) for n in sizes for h in (STEPS, 100)]
+        C.wait_for_quiet(max_wait=max_wait, console=bar.console)
+        with C.ForeignCpu() as foreign:
+            t0 = time.perf_counter()
+            projections = [state_size(n, h) for n in sizes for h in (STEPS, 100)]
+            reports = [report_cost(n) for n in sizes]
+        cfg["component_foreign_cpu_fraction"] = foreign.seconds / (time.perf_counter() - t0)
     cfg["total_seconds"] = time.perf_counter() - t_start
 
     summary: dict[str, float] = {}
@@ -643,6 +677,10 @@ def main(argv=None) -> int:
     for p in projections:
         if p["history"] == 100:
             summary[f"state_bytes_per_step_history100_{p['population']}"] = float(p["state_bytes"])
+            summary[f"state_build_and_encode_ms_history100_{p['population']}"] = (
+                p["state_build_ms"] + p["json_encode_ms"])
+    for r in reports:
+        summary[f"scheduler_report_steady_ms_{r['population']}"] = r["report_ms_mean"]
     for s in stores:
         rs = sorted((r for r in rows if r["store"] == s), key=lambda r: r["population"])
         ns = [r["population"] for r in rs]
@@ -660,7 +698,8 @@ def main(argv=None) -> int:
     fig = plot(C.artifact_path(NAME, q, ".png"), rows, projections)
     notes = _notes(summary, cfg)
     path = C.write_result(NAME, q, config=cfg, summary=summary, goals=goals,
-                          runs=[*rows, *({"state_size": p} for p in projections)],
+                          runs=[*rows, *({"state_size": p} for p in projections),
+                                *({"scheduler_report_steady": r} for r in reports)],
                           notes=notes, figures=[fig])
     print(f"wrote {path} and {fig} in {cfg['total_seconds']:.0f}s")
     for k, v in summary.items():
