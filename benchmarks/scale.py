@@ -565,11 +565,11 @@ def main(argv=None) -> int:
                        help="populations (default 100 1000 10000; quick: 100 1000)")
         p.add_argument("--work", type=float, default=None,
                        help="events timed per run = min(5 x population, work / population) "
-                            "(default 3e6: 500, 3,000 and 300 events; quick: 3e5)")
+                            "(default 3e6: 500, 3,000 and 300 events; quick: 2e5)")
         p.add_argument("--profile-work", type=float, default=None,
                        help="events profiled after the timed window = min(500, "
                             "profile_work / population), populations >= 1,000 (and the "
-                            "largest) only (default 5e5: 500 and 50 events; quick: 1e5)")
+                            "largest) only (default 5e5: 500 and 50 events; quick: 5e4)")
         p.add_argument("--stores", nargs="+", default=["sqlite", "postgresql"],
                        choices=["sqlite", "postgresql"])
         p.add_argument("--max-wait", type=float, default=None,
@@ -579,9 +579,9 @@ def main(argv=None) -> int:
     args = C.parse_args(__doc__.splitlines()[0], argv, add)
     q = args.quick
     sizes = sorted(args.sizes or ([100, 1000] if q else [100, 1000, 10000]))
-    work = args.work or (3e5 if q else 3e6)
+    work = args.work or (2e5 if q else 3e6)
     profile_work = args.profile_work if args.profile_work is not None else (
-        1e5 if q else 5e5)
+        5e4 if q else 5e5)
     max_wait = args.max_wait if args.max_wait is not None else (2.0 if q else 600.0)
     cfg: dict[str, Any] = {
         "sizes": sizes, "steps": STEPS, "ready_every": READY_EVERY, "work": work,
