@@ -30,13 +30,13 @@ from typing import Any
 
 import torch
 
-from .backends import ClassRef, derive_seed, resolve_devices
+from .backends import derive_seed, resolve_devices
 from .backends.worker import seed_everything
 from .checkpoints import _canonical
 from .member import as_score, check_member_class
 from .result import Result
+from .resume import member_class_of
 from .schedule import Schedule, ScheduleError, Segment
-from .store import StoreError
 
 
 @dataclass
@@ -94,7 +94,8 @@ def replay_run(run_dir: str | Path, member: int | None = None, *, storage: str |
                 "follow copies. Pick a member whose lineage has no mix."
             )
     if member_class is None:
-        member_class = _member_class(cfg["member"])
+        member_class = member_class_of(
+            cfg["member"], "member_class=YourClass to torchpbt.replay")
     if device is None:
         device = resolve_devices(cfg.get("devices") or "cpu")[0]
     return replay_schedule(member_class, schedule, device, on_segment)
@@ -163,14 +164,3 @@ def _round_trip(state: Any) -> Any:
 
 def _key(state: Any) -> str:
     return hashlib.sha256(_serialize(state)).hexdigest()
-
-
-def _member_class(ref: dict[str, Any]) -> type:
-    try:
-        return ClassRef(ref["module"], ref["qualname"], ref["path"]).resolve()
-    except Exception as exc:
-        raise StoreError(
-            f"cannot import the run's member class {ref['qualname']} from "
-            f"{ref['path'] or ref['module']} ({type(exc).__name__}: {exc}); make the file "
-            "importable again or pass member_class=YourClass to torchpbt.replay."
-        ) from exc

@@ -123,7 +123,8 @@ def render_html(result: Result, figures: list[tuple[str, str]], generated: str) 
         ("ready every", cfg.get("ready_every")), ("exploit", cfg.get("exploit")),
         ("explore", cfg.get("explore")), ("asynchrony", "sync (generations)" if cfg.get("sync")
                                           else "async (the paper's)"),
-        ("backend", f"{cfg.get('backend')} ({cfg.get('workers')} workers)"),
+        ("backend", cfg.get("backend") if cfg.get("backend") == "serial"
+         else f"{cfg.get('backend')} ({cfg.get('workers')} workers)"),
         ("seed", cfg.get("seed")), ("store", result.storage)]), "</div></div>"]
     space = rf.run_space(result)
     if space is not None:

@@ -68,7 +68,7 @@ def resume(
                 "state); start a new run."
             )
         cfg = run["config"]
-        member = member or _member_class(cfg["member"])
+        member = member or member_class_of(cfg["member"])
         check_member_class(member)
         space = Space.from_dict(run["space"])
         config = PBTConfig(cfg["population"], cfg["ready_every"], cfg["steps"], cfg["mode"],
@@ -101,12 +101,14 @@ def resume(
     return result
 
 
-def _member_class(ref: dict[str, Any]) -> type:
+def member_class_of(ref: dict[str, Any],
+                    pass_it: str = "member=YourClass to torchpbt.resume") -> type:
+    """The run's member class from its stored reference; ``pass_it`` says how to give it."""
     try:
         return ClassRef(ref["module"], ref["qualname"], ref["path"]).resolve()
     except Exception as exc:
         raise StoreError(
             f"cannot import the run's member class {ref['qualname']} from "
             f"{ref['path'] or ref['module']} ({type(exc).__name__}: {exc}); make the file "
-            "importable again or pass member=YourClass to torchpbt.resume."
+            f"importable again or pass {pass_it}."
         ) from exc
