@@ -44,22 +44,36 @@ class Controller:
         self.crashes = 0
 
     # -- persistent state ---------------------------------------------------
-    def state(self) -> dict[str, Any]:
-        """Everything resume needs beyond the store's tables; saved with every step."""
-        return {
-            "scheduler": self.scheduler.state_dict(),
-            "in_flight": [_task_to_json(t) for t in self.in_flight.values()],
-            "retries": {str(k): v for k, v in self.retries.items()},
-            "sharing": self.sharing.table.state() if self.sharing else None,
-        }
+    # Two parts, so a step's commit does not grow with the population: a small global
+    # state on the run row, and one state per member rewritten only when a step
+    # touches that member (it reported, was decided, or was retried).
+    def global_state(self) -> dict[str, Any]:
+        """What all members share: the scheduler's RNG, the knowledge table's version."""
+        return {"scheduler": self.scheduler.global_state(),
+                "sharing": self.sharing.table.state() if self.sharing else None}
+
+    def member_state(self, member_id: int) -> dict[str, Any]:
+        """One member's part: its scheduler state, the interval it runs, its retries."""
+        task = self.in_flight.get(member_id)
+        return {"scheduler": self.scheduler.member_state(member_id),
+                "task": None if task is None else _task_to_json(task),
+                "retries": self.retries.get(member_id, 0)}
+
+    def member_states(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        return {i: self.member_state(i) for i in ids}
 
     def restore(self, run_id: int, state: Mapping[str, Any]) -> list[Task]:
         """Load a committed state; return the intervals that were running at the crash."""
         self.run_id = run_id
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.retries = {int(k): v for k, v in state.get("retries", {}).items()}
+        self.scheduler.load_global_state(state["scheduler"])
         options = self.sharing.options if self.sharing else None
-        tasks = [_task_from_json(d, options) for d in state.get("in_flight", [])]
+        tasks = []
+        for member_id, part in self.store.member_states(run_id).items():
+            self.scheduler.load_member_state(part["scheduler"])
+            if part.get("retries"):
+                self.retries[member_id] = part["retries"]
+            if part.get("task") is not None:
+                tasks.append(_task_from_json(part["task"], options))
         if self.sharing and state.get("sharing"):
             self.sharing.table.restore(state["sharing"])
         self.known = {c["key"] for c in self.store.checkpoints(run_id)}
@@ -76,7 +90,8 @@ class Controller:
         tasks = [self._task_for(d) for d in decisions]
         self.in_flight = {t.member_id: t for t in tasks}
         self.run_id = self.store.create_run(name, settings, space.to_dict(), members, events,
-                                            self.state())
+                                            self.global_state(),
+                                            self.member_states(self.scheduler.members))
         return tasks
 
     # -- the loop -----------------------------------------------------------
@@ -88,7 +103,7 @@ class Controller:
         while backend.pending:
             for out in backend.wait():
                 self._handle(backend, out, live)
-        self.store.record(self.run_id, None, [], [], self.state(), status="done")
+        self.store.record(self.run_id, None, [], [], self.global_state(), status="done")
 
     def _task_for(self, d: Decision) -> Task:
         knowledge = self.sharing.task_for(d.member_id, self.scheduler) if self.sharing else None
@@ -113,7 +128,8 @@ class Controller:
         self.retries[out.member_id] = attempt
         event = EventRecord("retry", out.member_id, task.start_step,
                             detail={"error": out.error, "attempt": attempt})
-        self.store.record(self.run_id, None, [event], [], self.state())
+        self.store.record(self.run_id, None, [event], [], None,
+                          member_states=self.member_states([out.member_id]))
         backend.submit(task)
         return True
 
@@ -157,8 +173,9 @@ class Controller:
         live_keys = {m.checkpoint for m in self.scheduler.members.values() if m.checkpoint}
         live_keys |= _task_keys(self.in_flight.values())
         garbage = sorted(self.known - live_keys)
-        self.store.record(self.run_id, interval, events, updates, self.state(),
-                          deleted_checkpoints=garbage)
+        touched = {out.member_id, *(d.member_id for d in decisions)}
+        self.store.record(self.run_id, interval, events, updates, self.global_state(),
+                          deleted_checkpoints=garbage, member_states=self.member_states(touched))
         crash_point("after_commit")
         for key in garbage:  # after the commit: a crash here leaves only stray files
             self.checkpoints.delete(key)

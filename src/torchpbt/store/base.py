@@ -6,7 +6,8 @@ Rules every implementation keeps (a shared test case checks each one):
    (``status``, ``export``, reports) may read while it runs.
 2. **Atomic steps.** :meth:`BaseStore.record` writes an interval, its score,
    its checkpoint, the decisions it led to, the members' new state and the
-   scheduler's state in *one* transaction: after a crash the store holds
+   controller's state (the global part, and the parts of the members the step
+   touched) in *one* transaction: after a crash the store holds
    either all of a step or none of it.
 3. **Types survive.** Hyperparameters are stored as JSON and come back with
    the same Python types (int stays int, float stays float). Non-finite scores
@@ -14,8 +15,8 @@ Rules every implementation keeps (a shared test case checks each one):
    Non-finite floats inside JSON fields come back as ``None`` (strict JSON, which
    PostgreSQL requires); integers are 64-bit.
 4. **Append-only history.** Intervals, scores and events are never updated or
-   deleted; only ``members``, ``runs.scheduler_state`` and checkpoint
-   ``deleted`` flags change.
+   deleted; only ``members``, ``member_states``, ``runs.scheduler_state`` and
+   checkpoint ``deleted`` flags change.
 5. **Versioned schema.** A store refuses to open a database written by a
    newer schema version, with a message saying to upgrade torchpbt; an older
    one is upgraded on open (alembic, one transaction: all or nothing).
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # == the alembic head revision (store/migrations/versions/000N_*.py); bump both together
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class StoreError(RuntimeError):
@@ -88,6 +89,7 @@ class BaseStore(abc.ABC):
         self, name: str, config: Mapping[str, Any], space: Mapping[str, Any],
         members: Sequence[MemberUpdate], events: Sequence[EventRecord] = (),
         scheduler_state: Mapping[str, Any] | None = None,
+        member_states: Mapping[int, Mapping[str, Any]] | None = None,
     ) -> int:
         """Create a run, its members, first events and state in one transaction;
         refuse a name that exists."""
@@ -106,8 +108,14 @@ class BaseStore(abc.ABC):
         scheduler_state: Mapping[str, Any] | None = None,
         deleted_checkpoints: Sequence[str] = (),
         status: str | None = None,
+        member_states: Mapping[int, Mapping[str, Any]] | None = None,
     ) -> None:
-        """Write one step of the run atomically (rule 2)."""
+        """Write one step of the run atomically (rule 2). ``scheduler_state`` replaces the
+        run's global state; ``member_states`` replaces the given members' states."""
+
+    @abc.abstractmethod
+    def member_states(self, run_id: int) -> dict[int, dict[str, Any]]:
+        """Every member's resume state, by member id."""
 
     @abc.abstractmethod
     def members(self, run_id: int) -> list[dict[str, Any]]: ...

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import create_engine, event, insert, inspect, select, update
+from sqlalchemy import bindparam, create_engine, event, insert, inspect, select, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import sessionmaker
@@ -24,7 +24,16 @@ from sqlalchemy.orm import sessionmaker
 from ..faults import crash_point
 from .base import BaseStore, EventRecord, IntervalRecord, MemberUpdate, StoreError
 from .migrate import ensure_schema
-from .models import CheckpointRow, EventRow, IntervalRow, MemberRow, Run, ScoreRow, utcnow
+from .models import (
+    CheckpointRow,
+    EventRow,
+    IntervalRow,
+    MemberRow,
+    MemberStateRow,
+    Run,
+    ScoreRow,
+    utcnow,
+)
 
 NAME_LENGTH = Run.__table__.c.name.type.length
 
@@ -79,6 +88,11 @@ def _row(obj: Any) -> dict[str, Any]:
     return out
 
 
+_UPDATE_STATE = update(MemberStateRow).where(
+    MemberStateRow.run_id == bindparam("r"), MemberStateRow.member_id == bindparam("m")
+).values(state=bindparam("state"))
+
+
 class SQLStore(BaseStore):
     """Store on any SQLAlchemy URL; ``sqlite:///path/torchpbt.db`` by default."""
 
@@ -121,6 +135,7 @@ class SQLStore(BaseStore):
         self, name: str, config: Mapping[str, Any], space: Mapping[str, Any],
         members: Sequence[MemberUpdate], events: Sequence[EventRecord] = (),
         scheduler_state: Mapping[str, Any] | None = None,
+        member_states: Mapping[int, Mapping[str, Any]] | None = None,
     ) -> int:
         if len(name) > NAME_LENGTH:  # PostgreSQL would refuse it mid-transaction; SQLite not
             raise StoreError(f"run name {name[:40]!r}... is {len(name)} characters long; "
@@ -139,6 +154,10 @@ class SQLStore(BaseStore):
                     s.add(EventRow(run_id=run.id, kind=ev.kind, member_id=ev.member_id,
                                    step=ev.step, new_hparams=ev.new_hparams, detail=dict(ev.detail)))
                 s.flush()
+                if member_states:
+                    s.execute(insert(MemberStateRow), [
+                        {"run_id": run.id, "member_id": i, "state": dict(st)}
+                        for i, st in member_states.items()])
                 crash_point("store_commit")
                 return run.id
         except IntegrityError:
@@ -155,6 +174,7 @@ class SQLStore(BaseStore):
         scheduler_state: Mapping[str, Any] | None = None,
         deleted_checkpoints: Sequence[str] = (),
         status: str | None = None,
+        member_states: Mapping[int, Mapping[str, Any]] | None = None,
     ) -> None:
         # Core statements, not ORM objects: this runs once per interval and its cost
         # is pure overhead on top of training.
@@ -180,6 +200,13 @@ class SQLStore(BaseStore):
                 ).values(**values))
                 if done.rowcount != 1:
                     raise StoreError(f"run {run_id} has no member {m.member_id}")
+            if member_states:
+                done = c.execute(_UPDATE_STATE, [{"r": run_id, "m": i, "state": dict(st)}
+                                                 for i, st in member_states.items()])
+                if done.rowcount != len(member_states) and (
+                        len(member_states) == 1 or c.dialect.supports_sane_multi_rowcount):
+                    raise StoreError(f"run {run_id} lacks the state of a member among "
+                                     f"{sorted(member_states)}")
             if deleted_checkpoints:
                 c.execute(update(CheckpointRow).where(
                     CheckpointRow.run_id == run_id, CheckpointRow.key.in_(list(deleted_checkpoints))
@@ -240,6 +267,12 @@ class SQLStore(BaseStore):
             for k, v in where.items():
                 q = q.where(getattr(model, k) == v)
             return [_row(r) for r in s.scalars(q.order_by(*order))]
+
+    def member_states(self, run_id: int) -> dict[int, dict[str, Any]]:
+        with self.engine.connect() as c:
+            rows = c.execute(select(MemberStateRow.member_id, MemberStateRow.state).where(
+                MemberStateRow.run_id == run_id).order_by(MemberStateRow.member_id))
+            return {member_id: state for member_id, state in rows}
 
     def members(self, run_id: int) -> list[dict[str, Any]]:
         return self._all(MemberRow, run_id, MemberRow.member_id)
