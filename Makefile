@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/knowledge_sharing.py
 	$(PY) benchmarks/nas_mixing.py
 	$(PY) benchmarks/chaos.py
+	$(PY) benchmarks/scale.py
 	$(PY) benchmarks/make_table.py
 
 bench-quick: $(STAMP)
@@ -41,6 +42,7 @@ bench-quick: $(STAMP)
 	$(PY) benchmarks/knowledge_sharing.py --quick
 	$(PY) benchmarks/nas_mixing.py --quick
 	$(PY) benchmarks/chaos.py --quick
+	$(PY) benchmarks/scale.py --quick
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -21,6 +21,7 @@ from typing import Any
 
 from .exploit import MemberView, pick_replacement, quantile_count
 from .explore import apply_explore
+from .population import Population, Ranking
 from .space import Space
 
 
@@ -70,6 +71,7 @@ class MemberState:
     checkpoint: str | None = None
     history: list[float] = field(default_factory=list)  # oriented: higher is better
     done: bool = False
+    tiebreak: float = 0.0  # drawn at each report: how it ranks among equal scores
 
     @property
     def latest(self) -> float | None:
@@ -147,6 +149,10 @@ class _Scheduler:
             hps = [space.sample(self.rng) for _ in range(config.population)]
         self.members = {i: MemberState(i, hp) for i, hp in enumerate(hps)}
         self.bad_checkpoints: set[str] = set()  # never handed out again
+        # kept up to date per report, so no decision scans the whole population
+        self.ranking = Ranking()  # members exploit may compare with (see snapshot)
+        self._unscored = set(self.members)  # members that have not reported yet
+        self._done: set[int] = set()
 
     # -- public -------------------------------------------------------------
     def start(self) -> list[Decision]:
@@ -160,7 +166,7 @@ class _Scheduler:
 
     @property
     def finished(self) -> bool:
-        return all(m.done for m in self.members.values())
+        return len(self._done) == len(self.members)
 
     # -- state: one small global part, and one part per member ----------------
     # The controller commits the global part and the parts of the members a step
@@ -174,7 +180,7 @@ class _Scheduler:
         """JSON-able state of one member; changes only when it reports or is decided."""
         m = self.members[member_id]
         return {"member_id": m.member_id, "hparams": m.hparams, "step": m.step,
-                "checkpoint": m.checkpoint, "done": m.done,
+                "checkpoint": m.checkpoint, "done": m.done, "tiebreak": m.tiebreak,
                 # strict JSON has no -Infinity (PostgreSQL rejects it): a failure is null
                 "history": [x if math.isfinite(x) else None for x in m.history]}
 
@@ -183,10 +189,15 @@ class _Scheduler:
         self.bad_checkpoints = set(state.get("bad_checkpoints", []))
 
     def load_member_state(self, d: Mapping[str, Any]) -> None:
-        self.members[d["member_id"]] = MemberState(
+        """Load one member (after :meth:`load_global_state`: its refused checkpoints)."""
+        m = self.members[d["member_id"]] = MemberState(
             d["member_id"], self.space.coerce(d["hparams"]), d["step"], d["checkpoint"],
             [-math.inf if x is None else float(x) for x in d["history"]], d["done"],
+            float(d.get("tiebreak", 0.0)),  # schema 2 drew none: ties fall to member ids
         )
+        (self._unscored.add if m.step == 0 else self._unscored.discard)(m.member_id)
+        (self._done.add if m.done else self._done.discard)(m.member_id)
+        self._rank(m)
 
     def state_dict(self) -> dict[str, Any]:
         """The whole state in one JSON-able dict, so a crashed controller can resume."""
@@ -207,23 +218,44 @@ class _Scheduler:
         if m.done:
             raise ValueError(f"member {m.member_id} reported after it finished")
         m.step = report.step
-        if report.bad_checkpoint:
-            self.bad_checkpoints.add(report.bad_checkpoint)
+        if m.step > 0:
+            self._unscored.discard(m.member_id)
         if report.failed:
             m.history.append(-math.inf)
         else:
             m.checkpoint = report.checkpoint
             m.history.append(orient(report.score, self.config.mode))
         del m.history[:-HISTORY]  # bounded: state saved at every step stays small
+        m.tiebreak = self.rng.random()
+        if report.bad_checkpoint and report.bad_checkpoint not in self.bad_checkpoints:
+            self.bad_checkpoints.add(report.bad_checkpoint)
+            for other in self.members.values():  # rare: a scan is fine
+                if other.checkpoint == report.bad_checkpoint:
+                    self._rank(other)
+        self._rank(m)
         return m
 
-    def snapshot(self) -> list[MemberView]:
-        """Latest score of every member that has one: the population exploit sees."""
-        return [
-            MemberView(m.member_id, m.step, m.history[-1], m.history, self.rng.random())
-            for m in self.members.values()
-            if m.history and m.checkpoint is not None and m.checkpoint not in self.bad_checkpoints
-        ]
+    def _rank(self, m: MemberState) -> None:
+        """Keep the ranking equal to the members :meth:`snapshot` shows."""
+        if m.history and m.checkpoint is not None and m.checkpoint not in self.bad_checkpoints:
+            self.ranking.set(m.member_id, m.history[-1], -m.tiebreak)
+        else:
+            self.ranking.discard(m.member_id)
+
+    def _view(self, member_id: int) -> MemberView:
+        m = self.members[member_id]
+        return MemberView(m.member_id, m.step, m.history[-1], m.history, m.tiebreak)
+
+    def snapshot(self) -> Population:
+        """Latest score of every member that has one and a usable checkpoint: the
+        population exploit sees, ranked, live (it changes as members report)."""
+        return Population(self.ranking, self._view)
+
+    def frozen_snapshot(self) -> Population:
+        """The same, frozen: later reports and copies do not change it (O(n))."""
+        ranking = self.ranking.copy()
+        views = {i: self._view(i) for i in self.members if i in ranking}
+        return Population(ranking, views.__getitem__)
 
     def _frozen(self) -> dict[int, Donor]:
         """Donor states as of the snapshot, so copies made in a batch cannot leak into it."""
@@ -233,20 +265,21 @@ class _Scheduler:
     def _everyone_scored(self) -> bool:
         """Exploit waits for every member's first score: ranking a partial first
         generation would make early reporters copy whoever happened to finish first."""
-        return all(m.step > 0 for m in self.members.values())
+        return not self._unscored
 
     def _decide(
         self,
         m: MemberState,
-        population: Sequence[MemberView],
+        population: Population,
         frozen: Mapping[int, Donor] | None = None,
     ) -> Decision:
         cfg = self.config
         if m.step >= cfg.steps:
             m.done = True
+            self._done.add(m.member_id)
             return Decision(m.member_id, m.step, "stop", dict(m.hparams), m.checkpoint, 0)
-        me = next((v for v in population if v.member_id == m.member_id), None) or MemberView(
-            m.member_id, m.step, m.history[-1], m.history)
+        me = population.get(m.member_id) or MemberView(
+            m.member_id, m.step, m.history[-1], m.history, m.tiebreak)
         failed = not math.isfinite(me.score)
         donor_id, reason = None, ""
         if failed:
@@ -290,6 +323,7 @@ class _Scheduler:
             base, ops = self._explore(base)
         # its old score belonged to its old weights; it is ranked again once it reports
         m.hparams, m.checkpoint, m.history = base, d_ckpt, []
+        self._rank(m)
         return Decision(m.member_id, m.step, "exploit", dict(base), d_ckpt,
                         self._next_steps(m), donor_id=donor_id, donor_step=d_step,
                         old_hparams=old, operations=ops, reason=reason,
@@ -322,6 +356,7 @@ class _Scheduler:
         """No healthy member to copy: start this one afresh from the prior."""
         old = dict(m.hparams)
         m.hparams, m.checkpoint, m.history = self.space.sample(self.rng), None, []
+        self._rank(m)
         return Decision(m.member_id, m.step, "reinit", dict(m.hparams), None, self._next_steps(m),
                         old_hparams=old, operations={n: "resample" for n in self.space},
                         reason="failed, no healthy donor")
@@ -349,10 +384,9 @@ class SyncScheduler(_Scheduler):
     def report(self, report: Report) -> list[Decision]:
         m = self._record(report)
         self._waiting[m.member_id] = m
-        active = [x for x in self.members.values() if not x.done]
-        if len(self._waiting) < len(active):
+        if len(self._waiting) < len(self.members) - len(self._done):
             return []
-        population, frozen = self.snapshot(), self._frozen()  # before anyone copies anyone
+        population, frozen = self.frozen_snapshot(), self._frozen()  # before any copy
         batch, self._waiting = sorted(self._waiting.values(), key=lambda x: x.member_id), {}
         return [self._decide(x, population, frozen) for x in batch]
 
