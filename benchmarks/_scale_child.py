@@ -81,7 +81,9 @@ class Timers:
         return wrapper
 
     def snapshot(self) -> dict[str, float]:
-        return {**self.spent, "json_bytes": self.json_bytes}
+        # the process's CPU time too: other work on the machine lengthens wall time, and
+        # CPU seconds per event show what the controller itself costs
+        return {**self.spent, "json_bytes": self.json_bytes, "cpu": time.process_time()}
 
 
 def _wchar() -> int:
@@ -117,6 +119,7 @@ def _split(a: dict[str, float], b: dict[str, float], events: int, seconds: float
     out = {f"{k}_ms_per_event": 1000 * v / events for k, v in parts.items()}
     out.update({f"{k}_fraction": v / seconds for k, v in parts.items()})
     out["json_bytes_per_event"] = d["json_bytes"] / events
+    out["cpu_ms_per_event"] = 1000 * d["cpu"] / events
     return out
 
 
@@ -244,6 +247,7 @@ def _figures(cfg: dict, t: list[float], marks: dict[str, Any], t_call: float) ->
         "steady_events": n_ss,
         "steady_events_per_s": n_ss / span_ss,
         "steady_controller_only_events_per_s": n_ss / (span_ss - worker_ss),
+        "steady_events_per_cpu_s": n_ss / (last["cpu"] - gen1["cpu"]),
         "generations": gen_rows,
         "rss_peak_mb": marks["rss_peak_mb"], "rss_gen1_mb": marks["rss_gen1_mb"],
         "json_bytes_per_step": (last["json_bytes"] - gen1["json_bytes"]) / n_ss,

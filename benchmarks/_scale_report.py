@@ -146,7 +146,11 @@ def notes(summary: dict, rows: list[dict], cfg: dict) -> str:
         "torchpbt.run call (preflight, creating N members) to the last timed event. "
         "{store}_controller_only_events_per_s_N takes the interval runner's time (seeding, "
         "the synthetic member, writing its checkpoint file) out: the rate a controller "
-        "could handle with its workers in other processes. Timings carry inline timers "
+        "could handle with its workers in other processes. "
+        "{store}_events_per_cpu_s_N divides the steady-state events by the CPU time of "
+        "the process that ran them (controller and worker, not the PostgreSQL server): "
+        "less sensitive to other load on the machine than wall time. "
+        "Timings carry inline timers "
         "(one perf_counter pair per wrapped call).",
         "json_bytes_per_step_N: all JSON a steady-state step commits (interval, events, "
         "the global state, the touched members' states); "

@@ -127,7 +127,8 @@ def measure(n: int, store: str, server: Any, profile_events: int, max_wait: floa
     console.print(
         f"{store:10s} N={n:>6}: {row['events_timed']} events; steady "
         f"{row['steady_events_per_s']:.0f}/s (controller only "
-        f"{row['steady_controller_only_events_per_s']:.0f}/s), gen 1 "
+        f"{row['steady_controller_only_events_per_s']:.0f}/s; "
+        f"{row['steady_events_per_cpu_s']:.0f} per CPU-second), gen 1 "
         f"{row['gen1_events_per_s']:.0f}/s, whole run {row['whole_run_events_per_s']:.0f}/s; "
         f"peak RSS {row['rss_peak_mb']:.0f} MB; {row['json_bytes_per_step']:,.0f} B JSON/step; "
         f"foreign CPU {row['foreign_cpu_fraction']:.1%} (PG server {pg_cpu:.1f}s) in {wall:.0f}s")
@@ -141,6 +142,7 @@ def summarize(rows: list[dict], sizes: list[dict], reports: list[dict],
         s, n = r["store"], r["population"]
         summary[f"{s}_events_per_s_{n}"] = r["steady_events_per_s"]
         summary[f"{s}_controller_only_events_per_s_{n}"] = r["steady_controller_only_events_per_s"]
+        summary[f"{s}_events_per_cpu_s_{n}"] = r["steady_events_per_cpu_s"]
         summary[f"{s}_gen1_events_per_s_{n}"] = r["gen1_events_per_s"]
         summary[f"{s}_whole_run_events_per_s_{n}"] = r["whole_run_events_per_s"]
         summary[f"{s}_peak_rss_mb_{n}"] = r["rss_peak_mb"]

@@ -11,6 +11,7 @@ run is identical to an uninterrupted one.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ class Controller:
         self.in_flight: dict[int, Task] = {}
         self.retries: dict[int, int] = {}
         self.known: set[str] = set()
+        self.refs = References()  # who still needs each checkpoint
         self.run_id = -1
         self.completed = 0  # intervals that came back with a checkpoint, this process
         self.listeners: list[Any] = []  # called after each committed step (e.g. TensorBoard)
@@ -77,10 +79,13 @@ class Controller:
         if self.sharing and state.get("sharing"):
             self.sharing.table.restore(state["sharing"])
         self.known = {c["key"] for c in self.store.checkpoints(run_id)}
-        referenced = self.known | _task_keys(tasks) | {
-            m.checkpoint for m in self.scheduler.members.values() if m.checkpoint}
+        self.refs = References()
+        for m in self.scheduler.members.values():
+            self.refs.hold(m.member_id, m.checkpoint)
+        for t in tasks:
+            self.refs.add(_task_keys([t]))
         # files written after the last commit, or garbage whose deletion was cut short
-        self.checkpoints.collect_garbage(referenced)
+        self.checkpoints.collect_garbage(self.known | set(self.refs.count))
         return tasks
 
     def create(self, name: str, settings: Mapping[str, Any], space: Space) -> list[Task]:
@@ -89,6 +94,8 @@ class Controller:
         events = [EventRecord("start", d.member_id, 0, new_hparams=d.hparams) for d in decisions]
         tasks = [self._task_for(d) for d in decisions]
         self.in_flight = {t.member_id: t for t in tasks}
+        for t in tasks:
+            self.refs.add(_task_keys([t]))
         self.run_id = self.store.create_run(name, settings, space.to_dict(), members, events,
                                             self.global_state(),
                                             self.member_states(self.scheduler.members))
@@ -139,6 +146,7 @@ class Controller:
         if self._retry(backend, out, task):
             return
         del self.in_flight[out.member_id]
+        released = self.refs.remove(_task_keys([task]))
         attempts = self.retries.pop(out.member_id, 0) + 1
         if not out.failed:
             self.completed += 1
@@ -168,12 +176,17 @@ class Controller:
                                 d.action == "exploit") for d in decisions]
         new_tasks = [self._task_for(d) for d in decisions if d.train_steps > 0]
         self.in_flight.update({t.member_id: t for t in new_tasks})
+        for t in new_tasks:
+            self.refs.add(_task_keys([t]))
+        touched = {out.member_id, *(d.member_id for d in decisions)}
+        for i in touched:
+            released |= self.refs.hold(i, self.scheduler.members[i].checkpoint)
         if out.checkpoint:
             self.known.add(out.checkpoint)
-        live_keys = {m.checkpoint for m in self.scheduler.members.values() if m.checkpoint}
-        live_keys |= _task_keys(self.in_flight.values())
-        garbage = sorted(self.known - live_keys)
-        touched = {out.member_id, *(d.member_id for d in decisions)}
+            released.add(out.checkpoint)
+        # every known checkpoint was referenced after the last step, so only the ones
+        # this step let go of (or wrote) can have become garbage
+        garbage = sorted(k for k in released if k in self.known and not self.refs.count[k])
         self.store.record(self.run_id, interval, events, updates, self.global_state(),
                           deleted_checkpoints=garbage, member_states=self.member_states(touched))
         crash_point("after_commit")
@@ -224,6 +237,40 @@ def _task_from_json(d: Mapping[str, Any], options: KnowledgeSharing | None) -> T
         options, k["version"], k["writer"])
     return Task(d["member_id"], d["start_step"], d["steps"], dict(d["hparams"]), d["checkpoint"],
                 d["seed"], knowledge, d.get("mix"))
+
+
+class References:
+    """How many holders (members' current checkpoints, running intervals' inputs) each
+    checkpoint has: a checkpoint nobody holds is garbage. Kept per change, so an event
+    does not scan the population."""
+
+    def __init__(self) -> None:
+        self.count: Counter[str] = Counter()
+        self.held: dict[int, str | None] = {}  # each member's checkpoint, as last seen
+
+    def add(self, keys: Iterable[str]) -> None:
+        for k in keys:
+            self.count[k] += 1
+
+    def remove(self, keys: Iterable[str]) -> set[str]:
+        """Drop one hold on each key; return the keys no longer held."""
+        freed = set()
+        for k in keys:
+            self.count[k] -= 1
+            if not self.count[k]:
+                del self.count[k]
+                freed.add(k)
+        return freed
+
+    def hold(self, member_id: int, key: str | None) -> set[str]:
+        """Member ``member_id`` now holds ``key``; return the keys no longer held."""
+        old = self.held.get(member_id)
+        if old == key:
+            return set()
+        self.held[member_id] = key
+        if key:
+            self.add([key])
+        return self.remove([old]) if old else set()
 
 
 def _task_keys(tasks: Iterable[Task]) -> set[str]:
