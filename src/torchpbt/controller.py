@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from .distill import KnowledgeSharing, KnowledgeTable
 from .faults import crash_point
 from .scheduler import Decision, Report
 from .space import Space
-from .store import EventRecord, IntervalRecord, MemberUpdate, SQLStore
+from .store import EventRecord, IntervalRecord, MemberUpdate, SQLStore, StepRecord
 
 
 class WorkersKeepDying(RuntimeError):
@@ -108,8 +109,7 @@ class Controller:
             live.update(t.member_id, status="training", hparams=t.hparams, step=t.start_step)
             backend.submit(t)
         while backend.pending:
-            for out in backend.wait():
-                self._handle(backend, out, live)
+            self._handle(backend, backend.wait(), live)
         self.store.record(self.run_id, None, [], [], self.global_state(), status="done")
 
     def _task_for(self, d: Decision) -> Task:
@@ -117,10 +117,10 @@ class Controller:
         return Task(d.member_id, d.step, d.train_steps, d.hparams, d.checkpoint,
                     derive_seed(self.seed, d.member_id, d.step), knowledge, d.mix)
 
-    def _retry(self, backend: Backend, out: Outcome, task: Task) -> bool:
+    def _retry(self, out: Outcome, task: Task) -> EventRecord | None:
         """A dead worker is not the member's fault: run the same interval again, a few times."""
         if not out.crashed:
-            return False
+            return None
         self.crashes += 1
         limit = len(self.scheduler.members) * (self.max_retries + 1)
         if self.completed == 0 and self.crashes >= limit:
@@ -131,22 +131,51 @@ class Controller:
             )
         attempt = self.retries.get(out.member_id, 0) + 1
         if attempt > self.max_retries:
-            return False
+            return None
         self.retries[out.member_id] = attempt
-        event = EventRecord("retry", out.member_id, task.start_step,
-                            detail={"error": out.error, "attempt": attempt})
-        self.store.record(self.run_id, None, [event], [], None,
-                          member_states=self.member_states([out.member_id]))
-        backend.submit(task)
-        return True
+        return EventRecord("retry", out.member_id, task.start_step,
+                           detail={"error": out.error, "attempt": attempt})
 
-    def _handle(self, backend: Backend, out: Outcome, live: LiveDisplay) -> None:
-        crash_point("outcome")
+    def _handle(self, backend: Backend, outcomes: list[Outcome], live: LiveDisplay) -> None:
+        """Decide on every outcome one ``wait()`` returned, in order; commit them in one
+        transaction; only then delete garbage and submit the next intervals."""
+        steps: list[_Step] = []
+        released: set[str] = set()
+        for out in outcomes:
+            crash_point("outcome")
+            steps.append(self._step(out, released))
+        # every known checkpoint was referenced after the last commit, so only the ones
+        # these steps let go of (or wrote) can have become garbage
+        garbage = sorted(k for k in released if k in self.known and not self.refs.count[k])
+        touched = set().union(*(s.touched for s in steps))
+        self.store.record_steps(self.run_id, [s.record for s in steps], self.global_state(),
+                                deleted_checkpoints=garbage,
+                                member_states=self.member_states(touched))
+        crash_point("after_commit")
+        for key in garbage:  # after the commit: a crash here leaves only stray files
+            self.checkpoints.delete(key)
+        self.known -= set(garbage)
+        if self.sharing:
+            self.sharing.prune(self.in_flight.values())
+        crash_point("before_submit")
+        for listener in self.listeners:
+            listener()
+        for s in steps:
+            if not s.retried:
+                _show(live, s)
+        for s in steps:
+            for t in s.new_tasks:
+                backend.submit(t)
+
+    def _step(self, out: Outcome, released: set[str]) -> _Step:
+        """One outcome: the scheduler's decisions, what to write, the next intervals."""
         task = self.in_flight[out.member_id]
-        if self._retry(backend, out, task):
-            return
+        retry = self._retry(out, task)
+        if retry is not None:
+            return _Step(out, task, [], StepRecord(None, [retry]), [task], {out.member_id},
+                         retried=True)
         del self.in_flight[out.member_id]
-        released = self.refs.remove(_task_keys([task]))
+        released |= self.refs.remove(_task_keys([task]))
         attempts = self.retries.pop(out.member_id, 0) + 1
         if not out.failed:
             self.completed += 1
@@ -184,31 +213,34 @@ class Controller:
         if out.checkpoint:
             self.known.add(out.checkpoint)
             released.add(out.checkpoint)
-        # every known checkpoint was referenced after the last step, so only the ones
-        # this step let go of (or wrote) can have become garbage
-        garbage = sorted(k for k in released if k in self.known and not self.refs.count[k])
-        self.store.record(self.run_id, interval, events, updates, self.global_state(),
-                          deleted_checkpoints=garbage, member_states=self.member_states(touched))
-        crash_point("after_commit")
-        for key in garbage:  # after the commit: a crash here leaves only stray files
-            self.checkpoints.delete(key)
-        self.known -= set(garbage)
-        if self.sharing:
-            self.sharing.prune(self.in_flight.values())
-        crash_point("before_submit")
-        for listener in self.listeners:
-            listener()
-        live.update(out.member_id, score=None if out.failed else out.score)
-        for d in decisions:
-            row: dict[str, Any] = {"step": d.step, "hparams": d.hparams,
-                                   "status": "done" if d.action == "stop" else "training"}
-            if d.action == "exploit":
-                row["parent_id"] = d.donor_id
-                row["exploits"] = live.rows.get(d.member_id, {}).get("exploits", 0) + 1
-            live.update(d.member_id, **row)
-        for t in new_tasks:
-            backend.submit(t)
-        live.advance(out.end_step - task.start_step)
+        return _Step(out, task, decisions, StepRecord(interval, events, updates), new_tasks,
+                     touched)
+
+
+@dataclass
+class _Step:
+    """One outcome's share of a commit, and what follows once it is durable."""
+
+    out: Outcome
+    task: Task
+    decisions: list[Decision]
+    record: StepRecord
+    new_tasks: list[Task]  # submitted after the commit (a retried interval: itself again)
+    touched: set[int]  # members whose state changed
+    retried: bool = False
+
+
+def _show(live: LiveDisplay, step: _Step) -> None:
+    out = step.out
+    live.update(out.member_id, score=None if out.failed else out.score)
+    for d in step.decisions:
+        row: dict[str, Any] = {"step": d.step, "hparams": d.hparams,
+                               "status": "done" if d.action == "stop" else "training"}
+        if d.action == "exploit":
+            row["parent_id"] = d.donor_id
+            row["exploits"] = live.rows.get(d.member_id, {}).get("exploits", 0) + 1
+        live.update(d.member_id, **row)
+    live.advance(out.end_step - step.task.start_step)
 
 
 def _event(d: Decision) -> EventRecord:

@@ -69,6 +69,15 @@ class EventRecord:
 
 
 @dataclass
+class StepRecord:
+    """One controller step: an interval (or none), its events, the members it changed."""
+
+    interval: IntervalRecord | None
+    events: Sequence[EventRecord] = ()
+    members: Sequence[MemberUpdate] = ()
+
+
+@dataclass
 class MemberUpdate:
     member_id: int
     hparams: dict[str, Any]
@@ -98,7 +107,6 @@ class BaseStore(abc.ABC):
     def find_run(self, name: str | None = None, run_dir: str | None = None) -> dict[str, Any]:
         """The run called ``name`` (or the latest), restricted to ``run_dir`` if given."""
 
-    @abc.abstractmethod
     def record(
         self,
         run_id: int,
@@ -110,8 +118,24 @@ class BaseStore(abc.ABC):
         status: str | None = None,
         member_states: Mapping[int, Mapping[str, Any]] | None = None,
     ) -> None:
-        """Write one step of the run atomically (rule 2). ``scheduler_state`` replaces the
-        run's global state; ``member_states`` replaces the given members' states."""
+        """Write one step of the run atomically (rule 2)."""
+        self.record_steps(run_id, [StepRecord(interval, events, members)], scheduler_state,
+                          deleted_checkpoints, status, member_states)
+
+    @abc.abstractmethod
+    def record_steps(
+        self,
+        run_id: int,
+        steps: Sequence[StepRecord],
+        scheduler_state: Mapping[str, Any] | None = None,
+        deleted_checkpoints: Sequence[str] = (),
+        status: str | None = None,
+        member_states: Mapping[int, Mapping[str, Any]] | None = None,
+    ) -> None:
+        """Write steps, in order, in one transaction (rule 2: all of them or none), e.g.
+        every outcome one ``Backend.wait()`` returned. ``scheduler_state`` replaces the
+        run's global state; ``member_states`` replaces the given members' states;
+        ``deleted_checkpoints`` are flagged after the steps' checkpoints are written."""
 
     @abc.abstractmethod
     def member_states(self, run_id: int) -> dict[int, dict[str, Any]]:

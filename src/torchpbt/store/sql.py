@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import sessionmaker
 
 from ..faults import crash_point
-from .base import BaseStore, EventRecord, IntervalRecord, MemberUpdate, StoreError
+from .base import BaseStore, EventRecord, IntervalRecord, MemberUpdate, StepRecord, StoreError
 from .migrate import ensure_schema
 from .models import (
     CheckpointRow,
@@ -165,12 +165,10 @@ class SQLStore(BaseStore):
                 f"a run named {name!r} already exists in {self.url}; resume it or pick a new name."
             ) from None
 
-    def record(
+    def record_steps(
         self,
         run_id: int,
-        interval: IntervalRecord | None,
-        events: Sequence[EventRecord],
-        members: Sequence[MemberUpdate],
+        steps: Sequence[StepRecord],
         scheduler_state: Mapping[str, Any] | None = None,
         deleted_checkpoints: Sequence[str] = (),
         status: str | None = None,
@@ -179,27 +177,8 @@ class SQLStore(BaseStore):
         # Core statements, not ORM objects: this runs once per interval and its cost
         # is pure overhead on top of training.
         with self.engine.begin() as c:
-            if interval is not None:
-                self._record_interval(c, run_id, interval)
-            if events:
-                c.execute(insert(EventRow), [
-                    {"run_id": run_id, "kind": ev.kind, "member_id": ev.member_id,
-                     "step": ev.step, "donor_id": ev.donor_id, "donor_step": ev.donor_step,
-                     "old_hparams": ev.old_hparams, "new_hparams": ev.new_hparams,
-                     "operations": ev.operations, "detail": dict(ev.detail)}
-                    for ev in events])
-            for m in members:
-                values: dict[str, Any] = {"hparams": dict(m.hparams), "step": m.step,
-                                          "checkpoint": m.checkpoint, "status": m.status}
-                if m.exploited:
-                    values.update(parent_id=m.parent_id, exploits=MemberRow.exploits + 1)
-                if interval is not None and m.member_id == interval.member_id:
-                    values["score"] = _finite(interval.score)
-                done = c.execute(update(MemberRow).where(
-                    MemberRow.run_id == run_id, MemberRow.member_id == m.member_id
-                ).values(**values))
-                if done.rowcount != 1:
-                    raise StoreError(f"run {run_id} has no member {m.member_id}")
+            for step in steps:
+                self._record_step(c, run_id, step)
             if member_states:
                 done = c.execute(_UPDATE_STATE, [{"r": run_id, "m": i, "state": dict(st)}
                                                  for i, st in member_states.items()])
@@ -219,6 +198,31 @@ class SQLStore(BaseStore):
             if c.execute(update(Run).where(Run.id == run_id).values(**run_values)).rowcount != 1:
                 raise StoreError(f"no run with id {run_id} in {self.url}")
             crash_point("store_commit")
+
+    @staticmethod
+    def _record_step(c: Any, run_id: int, step: StepRecord) -> None:
+        interval = step.interval
+        if interval is not None:
+            SQLStore._record_interval(c, run_id, interval)
+        if step.events:
+            c.execute(insert(EventRow), [
+                {"run_id": run_id, "kind": ev.kind, "member_id": ev.member_id,
+                 "step": ev.step, "donor_id": ev.donor_id, "donor_step": ev.donor_step,
+                 "old_hparams": ev.old_hparams, "new_hparams": ev.new_hparams,
+                 "operations": ev.operations, "detail": dict(ev.detail)}
+                for ev in step.events])
+        for m in step.members:
+            values: dict[str, Any] = {"hparams": dict(m.hparams), "step": m.step,
+                                      "checkpoint": m.checkpoint, "status": m.status}
+            if m.exploited:
+                values.update(parent_id=m.parent_id, exploits=MemberRow.exploits + 1)
+            if interval is not None and m.member_id == interval.member_id:
+                values["score"] = _finite(interval.score)
+            done = c.execute(update(MemberRow).where(
+                MemberRow.run_id == run_id, MemberRow.member_id == m.member_id
+            ).values(**values))
+            if done.rowcount != 1:
+                raise StoreError(f"run {run_id} has no member {m.member_id}")
 
     @staticmethod
     def _record_interval(c: Any, run_id: int, iv: IntervalRecord) -> None:
