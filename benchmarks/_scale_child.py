@@ -136,7 +136,7 @@ def _instrument(timers: Timers) -> None:
     AsyncScheduler.report = timers.wrap("scheduler_report", AsyncScheduler.report)
     Controller.global_state = timers.wrap("controller_state", Controller.global_state)
     Controller.member_states = timers.wrap("controller_state", Controller.member_states)
-    sql.SQLStore.record = timers.wrap("store_record", sql.SQLStore.record)
+    sql.SQLStore.record_steps = timers.wrap("store_record", sql.SQLStore.record_steps)
     sql.json_dumps = timers.wrap_json(sql.json_dumps)  # the engine's json_serializer
 
 

@@ -15,7 +15,7 @@ KEY_FUNCTIONS = {  # (file suffix, function) -> label, for the profile's headlin
     ("torchpbt/controller.py", "_handle"): "Controller._handle (one event, all of it)",
     ("torchpbt/controller.py", "global_state"): "Controller.global_state",
     ("torchpbt/controller.py", "member_states"): "Controller.member_states (touched members)",
-    ("torchpbt/store/sql.py", "record"): "SQLStore.record (commit, JSON included)",
+    ("torchpbt/store/sql.py", "record_steps"): "SQLStore.record_steps (commit, JSON included)",
     ("torchpbt/store/sql.py", "json_dumps"): "json_dumps (all JSON columns)",
     ("torchpbt/scheduler.py", "report"): "AsyncScheduler.report",
     ("torchpbt/scheduler.py", "_decide"): "_Scheduler._decide",
