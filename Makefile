@@ -42,6 +42,7 @@ bench: $(BENCH_STAMP)
 	$(PY) benchmarks/chaos.py
 	$(PY) benchmarks/vs_ray_tune.py
 	$(PY) benchmarks/pb2.py
+	$(PY) benchmarks/scale.py
 	$(PY) benchmarks/make_table.py
 
 bench-quick: $(BENCH_STAMP)
@@ -53,6 +54,7 @@ bench-quick: $(BENCH_STAMP)
 	$(PY) benchmarks/chaos.py --quick
 	$(PY) benchmarks/vs_ray_tune.py --quick
 	$(PY) benchmarks/pb2.py --quick
+	$(PY) benchmarks/scale.py --quick
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

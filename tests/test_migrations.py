@@ -4,7 +4,9 @@ anything, atomically, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -26,6 +28,9 @@ from torchpbt.store.migrate import HEAD, VERSION_TABLE, alembic_config, read_ver
 from torchpbt.store.models import Base
 
 DUMP = Path(__file__).parent / "data" / "store-schema1.sql"  # a run written by torchpbt 0.1
+# a sync run written by schema 2 and killed mid-generation (members 0, 1 waiting, 2 running),
+# with the checkpoints it still referenced
+SCHEMA2 = Path(__file__).parent / "data" / "store-schema2-sync"
 RUN_DIR = "/runs/old"
 
 
@@ -153,10 +158,10 @@ def _shape(path: Path) -> dict:
         engine.dispose()
 
 
-def _load_dump(path: Path) -> None:
+def _load_dump(path: Path, dump: Path = DUMP) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     con = sqlite3.connect(path)
-    con.executescript(DUMP.read_text())
+    con.executescript(dump.read_text())
     con.close()
 
 
@@ -183,6 +188,49 @@ def test_a_run_directory_of_torchpbt_0_1_opens(tmp_path, capsys):
     assert _versions(f"sqlite:///{run_dir / 'torchpbt.db'}") == (SCHEMA_VERSION, HEAD)
     assert cli(["status", str(run_dir)]) in (0, None)
     assert "done" in capsys.readouterr().out
+
+
+def _raw_state(db: Path) -> dict:
+    con = sqlite3.connect(db)
+    try:
+        return json.loads(con.execute("SELECT scheduler_state FROM runs").fetchone()[0])
+    finally:
+        con.close()
+
+
+def test_a_schema_2_run_is_split_per_member_and_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    db = run_dir / "torchpbt.db"
+    _load_dump(db, SCHEMA2 / "torchpbt.sql")
+    shutil.copytree(SCHEMA2 / "checkpoints", run_dir / "checkpoints")
+    old = _raw_state(db)
+    url = f"sqlite:///{db}"
+    assert _versions(url) == (2, "0002")
+    store = SQLStore(url, create=False)  # upgraded here
+    try:
+        run = store.find_run()
+        states = store.member_states(run["id"])
+    finally:
+        store.close()
+    sched = old["scheduler"]
+    assert run["scheduler_state"] == {"scheduler": {"rng": sched["rng"], "bad_checkpoints": []},
+                                      "sharing": None}
+    assert {i: s["scheduler"] for i, s in states.items()} == {
+        m["member_id"]: {**m, "waiting": m["member_id"] in sched["waiting"]}
+        for m in sched["members"]}
+    assert [s["task"] for s in states.values() if s["task"]] == old["in_flight"]
+    assert {s["retries"] for s in states.values()} == {0}
+
+    _migrate(url, "0002", down=True)  # and back: the schema 2 layout, exactly
+    assert _raw_state(db) == old and _versions(url) == (2, "0002")
+
+    result = pbt.resume(run_dir, progress=False)  # upgrades again, then runs to the end
+    assert result.run["status"] == "done"
+    assert [m["step"] for m in result.members] == [8, 8, 8]
+    done = [(i["member_id"], i["start_step"]) for i in result.intervals]
+    assert sorted(done) == [(m, s) for m in range(3) for s in (0, 2, 4, 6)]  # none twice
+    # 0 and 1 had reported for step 2 (waiting): only 2's interval ran again
+    assert done[:6] == [(0, 0), (1, 0), (2, 0), (0, 2), (1, 2), (2, 2)]
 
 
 CRASH = """

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+import random
 
+import numpy as np
 import pytest
+import torch
 from helpers import QSPACE, SPACE, Boom, DiesInWorker, NaNScore, Quadratic, ReturnsText, TinyNet
 
 import torchpbt as pbt
@@ -215,3 +218,14 @@ def test_progress_display_and_summary_are_printed(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "torchpbt run summary" in out and "hparam schedule" in out
     assert str(r.run_dir.resolve()) in out.replace("\n", "") or "run directory" in out
+
+
+def test_seed_everything_seeds_torch_as_manual_seed_does():
+    from torchpbt.backends.worker import seed_everything
+
+    seed_everything(123)
+    a = (torch.rand(4), random.random(), np.random.rand())
+    torch.manual_seed(123)
+    random.seed(123)
+    np.random.seed(123)
+    assert torch.equal(a[0], torch.rand(4)) and a[1:] == (random.random(), np.random.rand())

@@ -539,7 +539,8 @@ def test_sync_state_keeps_who_is_waiting():
     s.start()
     s.report(rep(2, 10, 1.0))
     state = json.loads(json.dumps(s.state_dict()))
-    assert state["waiting"] == [2]
+    assert [m["member_id"] for m in state["members"] if m["waiting"]] == [2]
+    assert json.loads(json.dumps(s.member_state(2)))["waiting"] is True
     t = make(SyncScheduler, population=3)
     t.load_state_dict(state)
     assert t.report(rep(0, 10, 2.0)) == []

@@ -11,8 +11,9 @@ run is identical to an uninterrupted one.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from .distill import KnowledgeSharing, KnowledgeTable
 from .faults import crash_point
 from .scheduler import Decision, Report
 from .space import Space
-from .store import EventRecord, IntervalRecord, MemberUpdate, SQLStore
+from .store import EventRecord, IntervalRecord, MemberUpdate, SQLStore, StepRecord
 
 
 class WorkersKeepDying(RuntimeError):
@@ -39,6 +40,7 @@ class Controller:
         self.in_flight: dict[int, Task] = {}
         self.retries: dict[int, int] = {}
         self.known: set[str] = set()
+        self.refs = References()  # who still needs each checkpoint
         self._submits = 0  # tasks handed to the backend so far, this process
         self._sent: dict[int, int] = {}  # member -> number of its running task's submission
         self._collected: list[tuple[int, str]] = []  # (submissions then, key), oldest first
@@ -48,29 +50,46 @@ class Controller:
         self.crashes = 0
 
     # -- persistent state ---------------------------------------------------
-    def state(self) -> dict[str, Any]:
-        """Everything resume needs beyond the store's tables; saved with every step."""
-        return {
-            "scheduler": self.scheduler.state_dict(),
-            "in_flight": [_task_to_json(t) for t in self.in_flight.values()],
-            "retries": {str(k): v for k, v in self.retries.items()},
-            "sharing": self.sharing.table.state() if self.sharing else None,
-        }
+    # Two parts, so a step's commit does not grow with the population: a small global
+    # state on the run row, and one state per member rewritten only when a step
+    # touches that member (it reported, was decided, or was retried).
+    def global_state(self) -> dict[str, Any]:
+        """What all members share: the scheduler's RNG, the knowledge table's version."""
+        return {"scheduler": self.scheduler.global_state(),
+                "sharing": self.sharing.table.state() if self.sharing else None}
+
+    def member_state(self, member_id: int) -> dict[str, Any]:
+        """One member's part: its scheduler state, the interval it runs, its retries."""
+        task = self.in_flight.get(member_id)
+        return {"scheduler": self.scheduler.member_state(member_id),
+                "task": None if task is None else _task_to_json(task),
+                "retries": self.retries.get(member_id, 0)}
+
+    def member_states(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        return {i: self.member_state(i) for i in ids}
 
     def restore(self, run_id: int, state: Mapping[str, Any]) -> list[Task]:
         """Load a committed state; return the intervals that were running at the crash."""
         self.run_id = run_id
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.retries = {int(k): v for k, v in state.get("retries", {}).items()}
+        self.scheduler.load_global_state(state["scheduler"])
         options = self.sharing.options if self.sharing else None
-        tasks = [_task_from_json(d, options) for d in state.get("in_flight", [])]
+        tasks = []
+        for member_id, part in self.store.member_states(run_id).items():
+            self.scheduler.load_member_state(part["scheduler"])
+            if part.get("retries"):
+                self.retries[member_id] = part["retries"]
+            if part.get("task") is not None:
+                tasks.append(_task_from_json(part["task"], options))
         if self.sharing and state.get("sharing"):
             self.sharing.table.restore(state["sharing"])
         self.known = {c["key"] for c in self.store.checkpoints(run_id)}
-        referenced = self.known | _task_keys(tasks) | {
-            m.checkpoint for m in self.scheduler.members.values() if m.checkpoint}
+        self.refs = References()
+        for m in self.scheduler.members.values():
+            self.refs.hold(m.member_id, m.checkpoint)
+        for t in tasks:
+            self.refs.add(_task_keys([t]))
         # files written after the last commit, or garbage whose deletion was cut short
-        self.checkpoints.collect_garbage(referenced)
+        self.checkpoints.collect_garbage(self.known | set(self.refs.count))
         return tasks
 
     def create(self, name: str, settings: Mapping[str, Any], space: Space) -> list[Task]:
@@ -79,8 +98,11 @@ class Controller:
         events = [EventRecord("start", d.member_id, 0, new_hparams=d.hparams) for d in decisions]
         tasks = [self._task_for(d) for d in decisions]
         self.in_flight = {t.member_id: t for t in tasks}
+        for t in tasks:
+            self.refs.add(_task_keys([t]))
         self.run_id = self.store.create_run(name, settings, space.to_dict(), members, events,
-                                            self.state())
+                                            self.global_state(),
+                                            self.member_states(self.scheduler.members))
         return tasks
 
     # -- the loop -----------------------------------------------------------
@@ -90,19 +112,18 @@ class Controller:
             live.update(t.member_id, status="training", hparams=t.hparams, step=t.start_step)
             self._submit(backend, t)
         while backend.pending:
-            for out in backend.wait():
-                self._handle(backend, out, live)
-        self.store.record(self.run_id, None, [], [], self.state(), status="done")
+            self._handle(backend, backend.wait(), live)
+        self.store.record(self.run_id, None, [], [], self.global_state(), status="done")
 
     def _task_for(self, d: Decision) -> Task:
         knowledge = self.sharing.task_for(d.member_id, self.scheduler) if self.sharing else None
         return Task(d.member_id, d.step, d.train_steps, d.hparams, d.checkpoint,
                     derive_seed(self.seed, d.member_id, d.step), knowledge, d.mix)
 
-    def _retry(self, backend: Backend, out: Outcome, task: Task) -> bool:
+    def _retry(self, out: Outcome, task: Task) -> EventRecord | None:
         """A dead worker is not the member's fault: run the same interval again, a few times."""
         if not out.crashed:
-            return False
+            return None
         self.crashes += 1
         limit = len(self.scheduler.members) * (self.max_retries + 1)
         if self.completed == 0 and self.crashes >= limit:
@@ -113,15 +134,44 @@ class Controller:
             )
         attempt = self.retries.get(out.member_id, 0) + 1
         if attempt > self.max_retries:
-            return False
+            return None
         self.retries[out.member_id] = attempt
-        event = EventRecord("retry", out.member_id, task.start_step,
-                            detail={"error": out.error, "attempt": attempt})
-        self.store.record(self.run_id, None, [event], [], self.state())
-        self._submit(backend, task)
-        return True
+        return EventRecord("retry", out.member_id, task.start_step,
+                           detail={"error": out.error, "attempt": attempt})
 
-    def _vanished(self, backend: Backend, out: Outcome, task: Task) -> bool:
+    def _handle(self, backend: Backend, outcomes: list[Outcome], live: LiveDisplay) -> None:
+        """Decide on every outcome one ``wait()`` returned, in order; commit them in one
+        transaction; only then delete garbage and submit the next intervals."""
+        steps: list[_Step] = []
+        released: set[str] = set()
+        for out in outcomes:
+            crash_point("outcome")
+            steps.append(self._step(out, released))
+        # every known checkpoint was referenced after the last commit, so only the ones
+        # these steps let go of (or wrote) can have become garbage
+        garbage = sorted(k for k in released if k in self.known and not self.refs.count[k])
+        touched = set().union(*(s.touched for s in steps))
+        self.store.record_steps(self.run_id, [s.record for s in steps], self.global_state(),
+                                deleted_checkpoints=garbage,
+                                member_states=self.member_states(touched))
+        crash_point("after_commit")
+        self._collected += [(self._submits, key) for key in garbage]
+        for key in garbage:  # after the commit: a crash here leaves only stray files
+            self.checkpoints.delete(key)
+        self.known -= set(garbage)
+        if self.sharing:
+            self.sharing.prune(self.in_flight.values())
+        crash_point("before_submit")
+        for listener in self.listeners:
+            listener()
+        for s in steps:
+            if not s.retried:
+                _show(live, s)
+        for s in steps:
+            for t in s.new_tasks:
+                self._submit(backend, t)
+
+    def _vanished(self, out: Outcome, task: Task) -> EventRecord | None:
         """Equal weights hash to one file. If a worker found another member's identical
         checkpoint present (so wrote nothing) and we collected that file before its outcome
         arrived, the outcome names a file that is gone: run the interval again, uncharged
@@ -136,25 +186,25 @@ class Controller:
                        len(self._collected))
             del self._collected[:cut]
         if not gone:
-            return False
-        event = EventRecord("retry", out.member_id, task.start_step, detail={
+            return None
+        return EventRecord("retry", out.member_id, task.start_step, detail={
             "error": f"checkpoint {out.checkpoint} was collected as unused before this "
                      "interval, which wrote the same weights, reported it", "charged": False})
-        self.store.record(self.run_id, None, [event], [], self.state())
-        self._submit(backend, task)
-        return True
 
     def _submit(self, backend: Backend, task: Task) -> None:
         self._submits += 1
         self._sent[task.member_id] = self._submits
         backend.submit(task)
 
-    def _handle(self, backend: Backend, out: Outcome, live: LiveDisplay) -> None:
-        crash_point("outcome")
+    def _step(self, out: Outcome, released: set[str]) -> _Step:
+        """One outcome: the scheduler's decisions, what to write, the next intervals."""
         task = self.in_flight[out.member_id]
-        if self._retry(backend, out, task) or self._vanished(backend, out, task):
-            return
+        retry = self._retry(out, task) or self._vanished(out, task)
+        if retry is not None:
+            return _Step(out, task, [], StepRecord(None, [retry]), [task], {out.member_id},
+                         retried=True)
         del self.in_flight[out.member_id]
+        released |= self.refs.remove(_task_keys([task]))
         attempts = self.retries.pop(out.member_id, 0) + 1
         if not out.failed:
             self.completed += 1
@@ -184,34 +234,42 @@ class Controller:
                                 d.action == "exploit") for d in decisions]
         new_tasks = [self._task_for(d) for d in decisions if d.train_steps > 0]
         self.in_flight.update({t.member_id: t for t in new_tasks})
+        for t in new_tasks:
+            self.refs.add(_task_keys([t]))
+        touched = {out.member_id, *(d.member_id for d in decisions)}
+        for i in touched:
+            released |= self.refs.hold(i, self.scheduler.members[i].checkpoint)
         if out.checkpoint:
             self.known.add(out.checkpoint)
-        live_keys = {m.checkpoint for m in self.scheduler.members.values() if m.checkpoint}
-        live_keys |= _task_keys(self.in_flight.values())
-        garbage = sorted(self.known - live_keys)
-        self.store.record(self.run_id, interval, events, updates, self.state(),
-                          deleted_checkpoints=garbage)
-        crash_point("after_commit")
-        self._collected += [(self._submits, key) for key in garbage]
-        for key in garbage:  # after the commit: a crash here leaves only stray files
-            self.checkpoints.delete(key)
-        self.known -= set(garbage)
-        if self.sharing:
-            self.sharing.prune(self.in_flight.values())
-        crash_point("before_submit")
-        for listener in self.listeners:
-            listener()
-        live.update(out.member_id, score=None if out.failed else out.score)
-        for d in decisions:
-            row: dict[str, Any] = {"step": d.step, "hparams": d.hparams,
-                                   "status": "done" if d.action == "stop" else "training"}
-            if d.action == "exploit":
-                row["parent_id"] = d.donor_id
-                row["exploits"] = live.rows.get(d.member_id, {}).get("exploits", 0) + 1
-            live.update(d.member_id, **row)
-        for t in new_tasks:
-            self._submit(backend, t)
-        live.advance(out.end_step - task.start_step)
+            released.add(out.checkpoint)
+        return _Step(out, task, decisions, StepRecord(interval, events, updates), new_tasks,
+                     touched)
+
+
+@dataclass
+class _Step:
+    """One outcome's share of a commit, and what follows once it is durable."""
+
+    out: Outcome
+    task: Task
+    decisions: list[Decision]
+    record: StepRecord
+    new_tasks: list[Task]  # submitted after the commit (a retried interval: itself again)
+    touched: set[int]  # members whose state changed
+    retried: bool = False
+
+
+def _show(live: LiveDisplay, step: _Step) -> None:
+    out = step.out
+    live.update(out.member_id, score=None if out.failed else out.score)
+    for d in step.decisions:
+        row: dict[str, Any] = {"step": d.step, "hparams": d.hparams,
+                               "status": "done" if d.action == "stop" else "training"}
+        if d.action == "exploit":
+            row["parent_id"] = d.donor_id
+            row["exploits"] = live.rows.get(d.member_id, {}).get("exploits", 0) + 1
+        live.update(d.member_id, **row)
+    live.advance(out.end_step - step.task.start_step)
 
 
 def _event(d: Decision) -> EventRecord:
@@ -225,10 +283,13 @@ def _event(d: Decision) -> EventRecord:
 
 
 def _task_to_json(t: Task) -> dict[str, Any]:
-    d = asdict(t)
-    d["knowledge"] = None if t.knowledge is None else {"version": t.knowledge.version,
-                                                       "writer": t.knowledge.writer}
-    return d
+    """Field by field: ``dataclasses.asdict`` deep-copies every value and was most of an
+    event's cost once thousands of tasks were in flight."""
+    knowledge = None if t.knowledge is None else {"version": t.knowledge.version,
+                                                  "writer": t.knowledge.writer}
+    return {"member_id": t.member_id, "start_step": t.start_step, "steps": t.steps,
+            "hparams": dict(t.hparams), "checkpoint": t.checkpoint, "seed": t.seed,
+            "knowledge": knowledge, "mix": t.mix}
 
 
 def _task_from_json(d: Mapping[str, Any], options: KnowledgeSharing | None) -> Task:
@@ -237,6 +298,40 @@ def _task_from_json(d: Mapping[str, Any], options: KnowledgeSharing | None) -> T
         options, k["version"], k["writer"])
     return Task(d["member_id"], d["start_step"], d["steps"], dict(d["hparams"]), d["checkpoint"],
                 d["seed"], knowledge, d.get("mix"))
+
+
+class References:
+    """How many holders (members' current checkpoints, running intervals' inputs) each
+    checkpoint has: a checkpoint nobody holds is garbage. Kept per change, so an event
+    does not scan the population."""
+
+    def __init__(self) -> None:
+        self.count: Counter[str] = Counter()
+        self.held: dict[int, str | None] = {}  # each member's checkpoint, as last seen
+
+    def add(self, keys: Iterable[str]) -> None:
+        for k in keys:
+            self.count[k] += 1
+
+    def remove(self, keys: Iterable[str]) -> set[str]:
+        """Drop one hold on each key; return the keys no longer held."""
+        freed = set()
+        for k in keys:
+            self.count[k] -= 1
+            if not self.count[k]:
+                del self.count[k]
+                freed.add(k)
+        return freed
+
+    def hold(self, member_id: int, key: str | None) -> set[str]:
+        """Member ``member_id`` now holds ``key``; return the keys no longer held."""
+        old = self.held.get(member_id)
+        if old == key:
+            return set()
+        self.held[member_id] = key
+        if key:
+            self.add([key])
+        return self.remove([old]) if old else set()
 
 
 def _task_keys(tasks: Iterable[Task]) -> set[str]:

@@ -10,6 +10,9 @@ decisions wait for the whole generation and use one frozen snapshot).
 
 from __future__ import annotations
 
+import array
+import base64
+import json
 import math
 import random
 from collections.abc import Mapping, Sequence
@@ -18,6 +21,7 @@ from typing import Any
 
 from .exploit import MemberView, pick_replacement, quantile_count
 from .explore import ExploreContext, Observation, apply_explore, history_size
+from .population import Population, Ranking
 from .space import Space
 
 
@@ -67,6 +71,7 @@ class MemberState:
     checkpoint: str | None = None
     history: list[float] = field(default_factory=list)  # oriented: higher is better
     done: bool = False
+    tiebreak: float = 0.0  # drawn at each report: how it ranks among equal scores
     # oriented score of the weights the running interval started from (None: unknown or
     # failed), so the interval's improvement is measured against what it really began with
     baseline: float | None = None
@@ -150,6 +155,10 @@ class _Scheduler:
         # what each interval achieved, kept only for an explore that asks (torchpbt.PB2)
         self.history_size = history_size(explore)
         self.observations: list[Observation] = []
+        # kept up to date per report, so no decision scans the whole population
+        self.ranking = Ranking()  # members exploit may compare with (see snapshot)
+        self._unscored = set(self.members)  # members that have not reported yet
+        self._done: set[int] = set()
 
     # -- public -------------------------------------------------------------
     def start(self) -> list[Decision]:
@@ -163,36 +172,55 @@ class _Scheduler:
 
     @property
     def finished(self) -> bool:
-        return all(m.done for m in self.members.values())
+        return len(self._done) == len(self.members)
 
-    def state_dict(self) -> dict[str, Any]:
-        """JSON-able state so a crashed controller can resume the experiment."""
-        version, internal, gauss = self.rng.getstate()
-        return {
-            "rng": [version, list(internal), gauss],
-            "members": [
-                {"member_id": m.member_id, "hparams": m.hparams, "step": m.step,
-                 "checkpoint": m.checkpoint, "done": m.done, "baseline": m.baseline,
-                 # strict JSON has no -Infinity (PostgreSQL rejects it): a failure is null
-                 "history": [x if math.isfinite(x) else None for x in m.history]}
-                for m in self.members.values()
-            ],
-            "bad_checkpoints": sorted(self.bad_checkpoints),
-            "observations": [[o.time, o.hparams, o.improvement] for o in self.observations],
-        }
+    # -- state: one small global part, and one part per member ----------------
+    # The controller commits the global part and the parts of the members a step
+    # touched (the reporting member and every member decided), so a step costs the
+    # same with 10 members or 10,000.
+    def global_state(self) -> dict[str, Any]:
+        """JSON-able state shared by all members: the RNG, the refused checkpoints and what
+        an explore that learns (torchpbt.PB2) has observed (bounded by its history size)."""
+        return {"rng": encode_rng(self.rng), "bad_checkpoints": sorted(self.bad_checkpoints),
+                "observations": [[o.time, o.hparams, o.improvement]
+                                 for o in self.observations]}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        version, internal, gauss = state["rng"]
-        self.rng.setstate((version, tuple(internal), gauss))
-        for d in state["members"]:
-            self.members[d["member_id"]] = MemberState(
-                d["member_id"], self.space.coerce(d["hparams"]), d["step"], d["checkpoint"],
-                [-math.inf if x is None else float(x) for x in d["history"]], d["done"],
-                d.get("baseline"),
-            )
+    def member_state(self, member_id: int) -> dict[str, Any]:
+        """JSON-able state of one member; changes only when it reports or is decided."""
+        m = self.members[member_id]
+        return {"member_id": m.member_id, "hparams": m.hparams, "step": m.step,
+                "checkpoint": m.checkpoint, "done": m.done, "tiebreak": m.tiebreak,
+                "baseline": m.baseline,
+                # strict JSON has no -Infinity (PostgreSQL rejects it): a failure is null
+                "history": [x if math.isfinite(x) else None for x in m.history]}
+
+    def load_global_state(self, state: Mapping[str, Any]) -> None:
+        decode_rng(self.rng, state["rng"])
         self.bad_checkpoints = set(state.get("bad_checkpoints", []))
         self.observations = [Observation(t, self.space.coerce(h), y)
                              for t, h, y in state.get("observations", [])]
+
+    def load_member_state(self, d: Mapping[str, Any]) -> None:
+        """Load one member (after :meth:`load_global_state`: its refused checkpoints)."""
+        m = self.members[d["member_id"]] = MemberState(
+            d["member_id"], self.space.coerce(d["hparams"]), d["step"], d["checkpoint"],
+            [-math.inf if x is None else float(x) for x in d["history"]], d["done"],
+            float(d.get("tiebreak", 0.0)),  # schema 2 drew none: ties fall to member ids
+            d.get("baseline"),
+        )
+        (self._unscored.add if m.step == 0 else self._unscored.discard)(m.member_id)
+        (self._done.add if m.done else self._done.discard)(m.member_id)
+        self._rank(m)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The whole state in one JSON-able dict, so a crashed controller can resume."""
+        return {**self.global_state(),
+                "members": [self.member_state(i) for i in self.members]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.load_global_state(state)
+        for d in state["members"]:
+            self.load_member_state(d)
 
     # -- shared decision logic -----------------------------------------------
     def _next_steps(self, m: MemberState) -> int:
@@ -203,14 +231,21 @@ class _Scheduler:
         if m.done:
             raise ValueError(f"member {m.member_id} reported after it finished")
         m.step = report.step
-        if report.bad_checkpoint:
-            self.bad_checkpoints.add(report.bad_checkpoint)
+        if m.step > 0:
+            self._unscored.discard(m.member_id)
         if report.failed:
             m.history.append(-math.inf)
         else:
             m.checkpoint = report.checkpoint
             m.history.append(orient(report.score, self.config.mode))
         del m.history[:-HISTORY]  # bounded: state saved at every step stays small
+        m.tiebreak = self.rng.random()
+        if report.bad_checkpoint and report.bad_checkpoint not in self.bad_checkpoints:
+            self.bad_checkpoints.add(report.bad_checkpoint)
+            for other in self.members.values():  # rare: a scan is fine
+                if other.checkpoint == report.bad_checkpoint:
+                    self._rank(other)
+        self._rank(m)
         score = m.history[-1] if math.isfinite(m.history[-1]) else None
         if self.history_size:
             self._observe(m, score)
@@ -241,13 +276,28 @@ class _Scheduler:
         return ExploreContext((m.step + self._next_steps(m)) / every, list(self.observations),
                               pending)
 
-    def snapshot(self) -> list[MemberView]:
-        """Latest score of every member that has one: the population exploit sees."""
-        return [
-            MemberView(m.member_id, m.step, m.history[-1], m.history, self.rng.random())
-            for m in self.members.values()
-            if m.history and m.checkpoint is not None and m.checkpoint not in self.bad_checkpoints
-        ]
+
+    def _rank(self, m: MemberState) -> None:
+        """Keep the ranking equal to the members :meth:`snapshot` shows."""
+        if m.history and m.checkpoint is not None and m.checkpoint not in self.bad_checkpoints:
+            self.ranking.set(m.member_id, m.history[-1], -m.tiebreak)
+        else:
+            self.ranking.discard(m.member_id)
+
+    def _view(self, member_id: int) -> MemberView:
+        m = self.members[member_id]
+        return MemberView(m.member_id, m.step, m.history[-1], m.history, m.tiebreak)
+
+    def snapshot(self) -> Population:
+        """Latest score of every member that has one and a usable checkpoint: the
+        population exploit sees, ranked, live (it changes as members report)."""
+        return Population(self.ranking, self._view)
+
+    def frozen_snapshot(self) -> Population:
+        """The same, frozen: later reports and copies do not change it (O(n))."""
+        ranking = self.ranking.copy()
+        views = {i: self._view(i) for i in self.members if i in ranking}
+        return Population(ranking, views.__getitem__)
 
     def _frozen(self) -> dict[int, Donor]:
         """Donor states as of the snapshot, so copies made in a batch cannot leak into it."""
@@ -257,20 +307,21 @@ class _Scheduler:
     def _everyone_scored(self) -> bool:
         """Exploit waits for every member's first score: ranking a partial first
         generation would make early reporters copy whoever happened to finish first."""
-        return all(m.step > 0 for m in self.members.values())
+        return not self._unscored
 
     def _decide(
         self,
         m: MemberState,
-        population: Sequence[MemberView],
+        population: Population,
         frozen: Mapping[int, Donor] | None = None,
     ) -> Decision:
         cfg = self.config
         if m.step >= cfg.steps:
             m.done = True
+            self._done.add(m.member_id)
             return Decision(m.member_id, m.step, "stop", dict(m.hparams), m.checkpoint, 0)
-        me = next((v for v in population if v.member_id == m.member_id), None) or MemberView(
-            m.member_id, m.step, m.history[-1], m.history)
+        me = population.get(m.member_id) or MemberView(
+            m.member_id, m.step, m.history[-1], m.history, m.tiebreak)
         failed = not math.isfinite(me.score)
         donor_id, reason = None, ""
         if failed:
@@ -315,6 +366,7 @@ class _Scheduler:
         # its old score belonged to its old weights; it is ranked again once it reports
         m.hparams, m.checkpoint, m.history = base, d_ckpt, []
         m.baseline = d_history[-1] if d_history and math.isfinite(d_history[-1]) else None
+        self._rank(m)
         return Decision(m.member_id, m.step, "exploit", dict(base), d_ckpt,
                         self._next_steps(m), donor_id=donor_id, donor_step=d_step,
                         old_hparams=old, operations=ops, reason=reason,
@@ -351,6 +403,7 @@ class _Scheduler:
         old = dict(m.hparams)
         m.hparams, m.checkpoint, m.history = self.space.sample(self.rng), None, []
         m.baseline = None
+        self._rank(m)
         return Decision(m.member_id, m.step, "reinit", dict(m.hparams), None, self._next_steps(m),
                         old_hparams=old, operations={n: "resample" for n in self.space},
                         reason="failed, no healthy donor")
@@ -378,21 +431,45 @@ class SyncScheduler(_Scheduler):
     def report(self, report: Report) -> list[Decision]:
         m = self._record(report)
         self._waiting[m.member_id] = m
-        active = [x for x in self.members.values() if not x.done]
-        if len(self._waiting) < len(active):
+        if len(self._waiting) < len(self.members) - len(self._done):
             return []
-        population, frozen = self.snapshot(), self._frozen()  # before anyone copies anyone
+        population, frozen = self.frozen_snapshot(), self._frozen()  # before any copy
         batch, self._waiting = sorted(self._waiting.values(), key=lambda x: x.member_id), {}
         return [self._decide(x, population, frozen) for x in batch]
 
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        state["waiting"] = sorted(self._waiting)
-        return state
+    def member_state(self, member_id: int) -> dict[str, Any]:
+        return {**super().member_state(member_id), "waiting": member_id in self._waiting}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        self._waiting = {i: self.members[i] for i in state.get("waiting", [])}
+    def load_member_state(self, d: Mapping[str, Any]) -> None:
+        super().load_member_state(d)
+        self._waiting.pop(d["member_id"], None)
+        if d.get("waiting"):
+            self._waiting[d["member_id"]] = self.members[d["member_id"]]
+
+
+_WORD = "I" if array.array("I").itemsize == 4 else "L"  # an unsigned 32-bit array type
+
+
+def encode_rng(rng: random.Random) -> str:
+    """The Mersenne Twister state as one base64 string: a third of its JSON list's size,
+    and it is written with every step."""
+    version, internal, gauss = rng.getstate()
+    if version != 3 or gauss is not None:  # never for random.Random: keep it exact anyway
+        return json.dumps([version, list(internal), gauss])
+    return base64.b64encode(array.array(_WORD, internal).tobytes()).decode()
+
+
+def decode_rng(rng: random.Random, state: Any) -> None:
+    """Inverse of :func:`encode_rng`; also reads the list form torchpbt 0.1 stored."""
+    if isinstance(state, str) and state.startswith("["):
+        state = json.loads(state)
+    if isinstance(state, str):
+        words = array.array(_WORD)
+        words.frombytes(base64.b64decode(state))
+        rng.setstate((3, tuple(words), None))
+        return
+    version, internal, gauss = state
+    rng.setstate((version, tuple(internal), gauss))
 
 
 def make_scheduler(sync: bool, *args: Any, **kwargs: Any) -> _Scheduler:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..exploit import MemberView, _rank, quantile_count
+from ..exploit import MemberView, quantile_count, ranked
 from ..space import Space
 from .genome import ArchSpace
 from .mixing import mix_genomes
@@ -39,11 +39,12 @@ def _check_fraction(owner: str, fraction: float) -> float:
 def _better_top(member: MemberView, population: Sequence[MemberView], rng: random.Random,
                 fraction: float) -> list[MemberView]:
     """The top ``fraction`` strictly better than ``member``, if ``member`` is in the bottom."""
-    ranked = _rank(population, rng)
-    k = quantile_count(len(ranked), fraction)
-    if k == 0 or member.member_id not in {m.member_id for m in ranked[-k:]}:
+    pop = ranked(population, rng)
+    k = quantile_count(len(pop), fraction)
+    rank = pop.ranking.rank_of(member.member_id)
+    if k == 0 or rank is None or rank < len(pop) - k:
         return []
-    return [m for m in ranked[:k] if m.score > member.score]
+    return [pop.best(i) for i in range(min(k, pop.ranking.count_above(member.score)))]
 
 
 def _genes(space: Space) -> ArchSpace:

@@ -6,7 +6,8 @@ Rules every implementation keeps (a shared test case checks each one):
    (``status``, ``export``, reports) may read while it runs.
 2. **Atomic steps.** :meth:`BaseStore.record` writes an interval, its score,
    its checkpoint, the decisions it led to, the members' new state and the
-   scheduler's state in *one* transaction: after a crash the store holds
+   controller's state (the global part, and the parts of the members the step
+   touched) in *one* transaction: after a crash the store holds
    either all of a step or none of it.
 3. **Types survive.** Hyperparameters are stored as JSON and come back with
    the same Python types (int stays int, float stays float). Non-finite scores
@@ -14,8 +15,8 @@ Rules every implementation keeps (a shared test case checks each one):
    Non-finite floats inside JSON fields come back as ``None`` (strict JSON, which
    PostgreSQL requires); integers are 64-bit.
 4. **Append-only history.** Intervals, scores and events are never updated or
-   deleted; only ``members``, ``runs.scheduler_state`` and checkpoint
-   ``deleted`` flags change.
+   deleted; only ``members``, ``member_states``, ``runs.scheduler_state`` and
+   checkpoint ``deleted`` flags change.
 5. **Versioned schema.** A store refuses to open a database written by a
    newer schema version, with a message saying to upgrade torchpbt; an older
    one is upgraded on open (alembic, one transaction: all or nothing).
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # == the alembic head revision (store/migrations/versions/000N_*.py); bump both together
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class StoreError(RuntimeError):
@@ -68,6 +69,15 @@ class EventRecord:
 
 
 @dataclass
+class StepRecord:
+    """One controller step: an interval (or none), its events, the members it changed."""
+
+    interval: IntervalRecord | None
+    events: Sequence[EventRecord] = ()
+    members: Sequence[MemberUpdate] = ()
+
+
+@dataclass
 class MemberUpdate:
     member_id: int
     hparams: dict[str, Any]
@@ -88,6 +98,7 @@ class BaseStore(abc.ABC):
         self, name: str, config: Mapping[str, Any], space: Mapping[str, Any],
         members: Sequence[MemberUpdate], events: Sequence[EventRecord] = (),
         scheduler_state: Mapping[str, Any] | None = None,
+        member_states: Mapping[int, Mapping[str, Any]] | None = None,
     ) -> int:
         """Create a run, its members, first events and state in one transaction;
         refuse a name that exists."""
@@ -96,7 +107,6 @@ class BaseStore(abc.ABC):
     def find_run(self, name: str | None = None, run_dir: str | None = None) -> dict[str, Any]:
         """The run called ``name`` (or the latest), restricted to ``run_dir`` if given."""
 
-    @abc.abstractmethod
     def record(
         self,
         run_id: int,
@@ -106,8 +116,30 @@ class BaseStore(abc.ABC):
         scheduler_state: Mapping[str, Any] | None = None,
         deleted_checkpoints: Sequence[str] = (),
         status: str | None = None,
+        member_states: Mapping[int, Mapping[str, Any]] | None = None,
     ) -> None:
         """Write one step of the run atomically (rule 2)."""
+        self.record_steps(run_id, [StepRecord(interval, events, members)], scheduler_state,
+                          deleted_checkpoints, status, member_states)
+
+    @abc.abstractmethod
+    def record_steps(
+        self,
+        run_id: int,
+        steps: Sequence[StepRecord],
+        scheduler_state: Mapping[str, Any] | None = None,
+        deleted_checkpoints: Sequence[str] = (),
+        status: str | None = None,
+        member_states: Mapping[int, Mapping[str, Any]] | None = None,
+    ) -> None:
+        """Write steps, in order, in one transaction (rule 2: all of them or none), e.g.
+        every outcome one ``Backend.wait()`` returned. ``scheduler_state`` replaces the
+        run's global state; ``member_states`` replaces the given members' states;
+        ``deleted_checkpoints`` are flagged after the steps' checkpoints are written."""
+
+    @abc.abstractmethod
+    def member_states(self, run_id: int) -> dict[int, dict[str, Any]]:
+        """Every member's resume state, by member id."""
 
     @abc.abstractmethod
     def members(self, run_id: int) -> list[dict[str, Any]]: ...

@@ -53,6 +53,7 @@ class Run(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     config: Mapped[dict] = mapped_column(JSON)
     space: Mapped[dict] = mapped_column(JSON)
+    # the controller's global state (RNG, counters); per member: member_states (schema 3)
     scheduler_state: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     # the run directory, for finding a run in a store shared by many (schema 2)
     run_dir: Mapped[str | None] = mapped_column(Text, nullable=True, index=True)
@@ -69,6 +70,17 @@ class MemberRow(Base):
     parent_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     exploits: Mapped[int] = mapped_column(Integer, default=0)
     score: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class MemberStateRow(Base):
+    """The controller's resume state of one member (schema 3): its scheduler state, the
+    interval it runs and its retries. Rewritten only for the members a step touches, so
+    a step's commit does not grow with the population."""
+
+    __tablename__ = "member_states"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    member_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[dict] = mapped_column(JSON)
 
 
 class IntervalRow(Base):
@@ -132,7 +144,7 @@ class CheckpointRow(Base):
 
 
 class TaskRow(Base):
-    """The queue between a controller and ``torchpbt worker`` processes (schema 3).
+    """The queue between a controller and ``torchpbt worker`` processes (schema 4).
 
     ``status`` goes queued → running (a worker claimed it) → done (its outcome is
     here) → collected (the controller has it); or → lost (the worker stopped

@@ -17,15 +17,24 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import create_engine, event, insert, inspect, select, text, update
+from sqlalchemy import bindparam, create_engine, event, insert, inspect, select, text, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import sessionmaker
 
 from ..faults import crash_point
-from .base import BaseStore, EventRecord, IntervalRecord, MemberUpdate, StoreError
+from .base import BaseStore, EventRecord, IntervalRecord, MemberUpdate, StepRecord, StoreError
 from .migrate import ensure_schema
-from .models import CheckpointRow, EventRow, IntervalRow, MemberRow, Run, ScoreRow, utcnow
+from .models import (
+    CheckpointRow,
+    EventRow,
+    IntervalRow,
+    MemberRow,
+    MemberStateRow,
+    Run,
+    ScoreRow,
+    utcnow,
+)
 
 NAME_LENGTH = Run.__table__.c.name.type.length
 _RUN_LOCK = 0x74706275  # advisory lock class for "controls run N" ("tpbu")
@@ -81,6 +90,53 @@ def _row(obj: Any) -> dict[str, Any]:
     return out
 
 
+# The statements a step runs, built once: building and hashing a statement costs more
+# than SQLite takes to run it (~0.1-0.7 ms each), and a step runs several.
+_UPDATE_STATE = update(MemberStateRow).where(
+    MemberStateRow.run_id == bindparam("r"), MemberStateRow.member_id == bindparam("m")
+).values(state=bindparam("state"))
+_INSERT_INTERVAL, _INSERT_SCORE, _INSERT_EVENT = insert(IntervalRow), insert(ScoreRow), insert(EventRow)
+_FLAG_DELETED = update(CheckpointRow).where(
+    CheckpointRow.run_id == bindparam("r"), CheckpointRow.key.in_(bindparam("keys", expanding=True))
+).values(deleted=True)
+
+
+def _member_update(exploited: bool, scored: bool) -> Any:
+    values: dict[str, Any] = {c: bindparam(f"v_{c}") for c in ("hparams", "step", "checkpoint",
+                                                              "status")}
+    if exploited:
+        values.update(parent_id=bindparam("v_parent_id"), exploits=MemberRow.exploits + 1)
+    if scored:
+        values["score"] = bindparam("v_score")
+    return update(MemberRow).where(MemberRow.run_id == bindparam("r"),
+                                   MemberRow.member_id == bindparam("m")).values(**values)
+
+
+_UPDATE_MEMBER = {(e, s): _member_update(e, s) for e in (False, True) for s in (False, True)}
+
+
+def _run_update(state: bool, status: bool) -> Any:
+    values: dict[str, Any] = {"updated_at": bindparam("v_updated_at")}
+    if state:
+        values["scheduler_state"] = bindparam("v_state")
+    if status:
+        values["status"] = bindparam("v_status")
+    return update(Run).where(Run.id == bindparam("r")).values(**values)
+
+
+_UPDATE_RUN = {(a, b): _run_update(a, b) for a in (False, True) for b in (False, True)}
+
+
+def _upsert_checkpoint(dialect: str) -> Any:
+    """Insert a checkpoint row; identical content written again (dedup) is live again."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    return dialect_insert(CheckpointRow).on_conflict_do_update(
+        index_elements=["run_id", "key"], set_={"deleted": False})
+
+
 class SQLStore(BaseStore):
     """Store on any SQLAlchemy URL; ``sqlite:///path/torchpbt.db`` by default."""
 
@@ -103,6 +159,7 @@ class SQLStore(BaseStore):
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+        self._upsert_checkpoint = _upsert_checkpoint(self.engine.dialect.name)
         try:
             ensure_schema(self.engine, url, create)
         except OperationalError as exc:
@@ -123,6 +180,7 @@ class SQLStore(BaseStore):
         self, name: str, config: Mapping[str, Any], space: Mapping[str, Any],
         members: Sequence[MemberUpdate], events: Sequence[EventRecord] = (),
         scheduler_state: Mapping[str, Any] | None = None,
+        member_states: Mapping[int, Mapping[str, Any]] | None = None,
     ) -> int:
         if len(name) > NAME_LENGTH:  # PostgreSQL would refuse it mid-transaction; SQLite not
             raise StoreError(f"run name {name[:40]!r}... is {len(name)} characters long; "
@@ -141,6 +199,10 @@ class SQLStore(BaseStore):
                     s.add(EventRow(run_id=run.id, kind=ev.kind, member_id=ev.member_id,
                                    step=ev.step, new_hparams=ev.new_hparams, detail=dict(ev.detail)))
                 s.flush()
+                if member_states:
+                    s.execute(insert(MemberStateRow), [
+                        {"run_id": run.id, "member_id": i, "state": dict(st)}
+                        for i, st in member_states.items()])
                 crash_point("store_commit")
                 return run.id
         except IntegrityError:
@@ -148,82 +210,84 @@ class SQLStore(BaseStore):
                 f"a run named {name!r} already exists in {self.url}; resume it or pick a new name."
             ) from None
 
-    def record(
+    def record_steps(
         self,
         run_id: int,
-        interval: IntervalRecord | None,
-        events: Sequence[EventRecord],
-        members: Sequence[MemberUpdate],
+        steps: Sequence[StepRecord],
         scheduler_state: Mapping[str, Any] | None = None,
         deleted_checkpoints: Sequence[str] = (),
         status: str | None = None,
+        member_states: Mapping[int, Mapping[str, Any]] | None = None,
     ) -> None:
         # Core statements, not ORM objects: this runs once per interval and its cost
         # is pure overhead on top of training.
         with self.engine.begin() as c:
-            if interval is not None:
-                self._record_interval(c, run_id, interval)
-            if events:
-                c.execute(insert(EventRow), [
-                    {"run_id": run_id, "kind": ev.kind, "member_id": ev.member_id,
-                     "step": ev.step, "donor_id": ev.donor_id, "donor_step": ev.donor_step,
-                     "old_hparams": ev.old_hparams, "new_hparams": ev.new_hparams,
-                     "operations": ev.operations, "detail": dict(ev.detail)}
-                    for ev in events])
-            for m in members:
-                values: dict[str, Any] = {"hparams": dict(m.hparams), "step": m.step,
-                                          "checkpoint": m.checkpoint, "status": m.status}
-                if m.exploited:
-                    values.update(parent_id=m.parent_id, exploits=MemberRow.exploits + 1)
-                if interval is not None and m.member_id == interval.member_id:
-                    values["score"] = _finite(interval.score)
-                done = c.execute(update(MemberRow).where(
-                    MemberRow.run_id == run_id, MemberRow.member_id == m.member_id
-                ).values(**values))
-                if done.rowcount != 1:
-                    raise StoreError(f"run {run_id} has no member {m.member_id}")
-            if interval is not None and interval.member_id not in {m.member_id for m in members}:
-                # no decision for it yet (sync mode waits for the generation): its score is
-                # still its latest
-                c.execute(update(MemberRow).where(
-                    MemberRow.run_id == run_id, MemberRow.member_id == interval.member_id
-                ).values(score=_finite(interval.score)))
+            for step in steps:
+                self._record_step(c, run_id, step)
             if deleted_checkpoints:
-                c.execute(update(CheckpointRow).where(
-                    CheckpointRow.run_id == run_id, CheckpointRow.key.in_(list(deleted_checkpoints))
-                ).values(deleted=True))
-            run_values: dict[str, Any] = {"updated_at": utcnow()}
+                c.execute(_FLAG_DELETED, {"r": run_id, "keys": list(deleted_checkpoints)})
+            if member_states:
+                done = c.execute(_UPDATE_STATE, [{"r": run_id, "m": i, "state": dict(st)}
+                                                 for i, st in member_states.items()])
+                if done.rowcount != len(member_states) and (
+                        len(member_states) == 1 or c.dialect.supports_sane_multi_rowcount):
+                    raise StoreError(f"run {run_id} lacks the state of a member among "
+                                     f"{sorted(member_states)}")
+            run_values: dict[str, Any] = {"r": run_id, "v_updated_at": utcnow()}
             if scheduler_state is not None:
-                run_values["scheduler_state"] = dict(scheduler_state)
+                run_values["v_state"] = dict(scheduler_state)
             if status is not None:
-                run_values["status"] = status
-            if c.execute(update(Run).where(Run.id == run_id).values(**run_values)).rowcount != 1:
+                run_values["v_status"] = status
+            statement = _UPDATE_RUN[scheduler_state is not None, status is not None]
+            if c.execute(statement, run_values).rowcount != 1:
                 raise StoreError(f"no run with id {run_id} in {self.url}")
             crash_point("store_commit")
 
-    @staticmethod
-    def _record_interval(c: Any, run_id: int, iv: IntervalRecord) -> None:
+    def _record_step(self, c: Any, run_id: int, step: StepRecord) -> None:
+        interval = step.interval
+        if interval is not None:
+            self._record_interval(c, run_id, interval)
+        if step.events:
+            c.execute(_INSERT_EVENT, [
+                {"run_id": run_id, "kind": ev.kind, "member_id": ev.member_id,
+                 "step": ev.step, "donor_id": ev.donor_id, "donor_step": ev.donor_step,
+                 "old_hparams": ev.old_hparams, "new_hparams": ev.new_hparams,
+                 "operations": ev.operations, "detail": dict(ev.detail)}
+                for ev in step.events])
+        for m in step.members:
+            values: dict[str, Any] = {"r": run_id, "m": m.member_id,
+                                      "v_hparams": dict(m.hparams), "v_step": m.step,
+                                      "v_checkpoint": m.checkpoint, "v_status": m.status}
+            if m.exploited:
+                values["v_parent_id"] = m.parent_id
+            scored = interval is not None and m.member_id == interval.member_id
+            if scored:
+                values["v_score"] = _finite(interval.score)  # type: ignore[union-attr]
+            done = c.execute(_UPDATE_MEMBER[m.exploited, scored], values)
+            if done.rowcount != 1:
+                raise StoreError(f"run {run_id} has no member {m.member_id}")
+        if interval is not None and interval.member_id not in {m.member_id for m in step.members}:
+            # no decision for it yet (sync mode waits for the generation): its score is
+            # still its latest
+            c.execute(update(MemberRow).where(
+                MemberRow.run_id == run_id, MemberRow.member_id == interval.member_id
+            ).values(score=_finite(interval.score)))
+
+    def _record_interval(self, c: Any, run_id: int, iv: IntervalRecord) -> None:
         score = _finite(iv.score)
-        c.execute(insert(IntervalRow), {
+        c.execute(_INSERT_INTERVAL, {
             "run_id": run_id, "member_id": iv.member_id, "start_step": iv.start_step,
             "end_step": iv.end_step, "hparams": dict(iv.hparams),
             "start_checkpoint": iv.start_checkpoint, "end_checkpoint": iv.end_checkpoint,
             "score": score, "loss": _finite(iv.loss), "duration_s": iv.duration_s,
             "worker": iv.worker, "error": _text(iv.error), "extra": iv.extra})
-        c.execute(insert(ScoreRow), {"run_id": run_id, "member_id": iv.member_id,
+        c.execute(_INSERT_SCORE, {"run_id": run_id, "member_id": iv.member_id,
                                      "step": iv.end_step, "score": score,
                                      "valid": score is not None})
         if iv.end_checkpoint:
-            seen = c.execute(select(CheckpointRow.key).where(
-                CheckpointRow.run_id == run_id, CheckpointRow.key == iv.end_checkpoint)).first()
-            if seen is None:
-                c.execute(insert(CheckpointRow), {
-                    "run_id": run_id, "key": iv.end_checkpoint, "member_id": iv.member_id,
-                    "step": iv.end_step, "size": iv.checkpoint_size})
-            else:  # identical content written again (dedup): it is live again
-                c.execute(update(CheckpointRow).where(
-                    CheckpointRow.run_id == run_id, CheckpointRow.key == iv.end_checkpoint
-                ).values(deleted=False))
+            c.execute(self._upsert_checkpoint, {
+                "run_id": run_id, "key": iv.end_checkpoint, "member_id": iv.member_id,
+                "step": iv.end_step, "size": iv.checkpoint_size})
 
     # -- reads --------------------------------------------------------------
     def find_run(self, name: str | None = None, run_dir: str | None = None) -> dict[str, Any]:
@@ -248,6 +312,12 @@ class SQLStore(BaseStore):
             for k, v in where.items():
                 q = q.where(getattr(model, k) == v)
             return [_row(r) for r in s.scalars(q.order_by(*order))]
+
+    def member_states(self, run_id: int) -> dict[int, dict[str, Any]]:
+        with self.engine.connect() as c:
+            rows = c.execute(select(MemberStateRow.member_id, MemberStateRow.state).where(
+                MemberStateRow.run_id == run_id).order_by(MemberStateRow.member_id))
+            return {member_id: state for member_id, state in rows}
 
     def members(self, run_id: int) -> list[dict[str, Any]]:
         return self._all(MemberRow, run_id, MemberRow.member_id)

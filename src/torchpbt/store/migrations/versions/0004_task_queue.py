@@ -1,7 +1,7 @@
-"""Schema 3: the ``tasks`` table, the queue that ``torchpbt worker`` processes claim from.
+"""Schema 4: the ``tasks`` table, the queue that ``torchpbt worker`` processes claim from.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-11-23
 
 Why: with ``backend="workers"`` the controller and the processes that train may
@@ -17,8 +17,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
@@ -39,10 +39,10 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_tasks_run_status", "tasks", ["run_id", "status", "id"])
-    op.execute(sa.text("UPDATE torchpbt_meta SET value = '3' WHERE key = 'schema_version'"))
+    op.execute(sa.text("UPDATE torchpbt_meta SET value = '4' WHERE key = 'schema_version'"))
 
 
 def downgrade() -> None:
     op.drop_index("ix_tasks_run_status", table_name="tasks")
     op.drop_table("tasks")
-    op.execute(sa.text("UPDATE torchpbt_meta SET value = '2' WHERE key = 'schema_version'"))
+    op.execute(sa.text("UPDATE torchpbt_meta SET value = '3' WHERE key = 'schema_version'"))

@@ -1,0 +1,1 @@
+"""Helpers for testing and benchmarking torchpbt itself (not needed to use it)."""
