@@ -123,7 +123,12 @@ def test_three_workers_on_postgres_finish_the_run_consistently(tmp_path, pg_url)
         store.close()
     # every interval's row was collected once (a worker too starved by a loaded machine to
     # beat in time may lose a row to a retry: that is counted as lost, never twice)
-    assert counts["collected"] == 6 * STEPS // 5 and set(counts) <= {"collected", "lost"}, counts
+    # (and equal weights — the toy converges — may share one checkpoint file that was
+    # collected before a second writer reported it: that interval is rerun, uncharged)
+    rerun = sum(e["kind"] == "retry" and e["detail"].get("charged") is False
+                for e in result.events)
+    assert counts["collected"] == 6 * STEPS // 5 + rerun, counts
+    assert set(counts) <= {"collected", "lost"}, counts
 
 
 def test_sigkilled_worker_loses_nothing(tmp_path, pg_url):
