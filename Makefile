@@ -32,6 +32,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/knowledge_sharing.py
 	$(PY) benchmarks/nas_mixing.py
 	$(PY) benchmarks/chaos.py
+	$(PY) benchmarks/rl_cartpole.py
+	$(PY) benchmarks/gan.py
 	$(PY) benchmarks/make_table.py
 
 bench-quick: $(STAMP)
@@ -41,6 +43,8 @@ bench-quick: $(STAMP)
 	$(PY) benchmarks/knowledge_sharing.py --quick
 	$(PY) benchmarks/nas_mixing.py --quick
 	$(PY) benchmarks/chaos.py --quick
+	$(PY) benchmarks/rl_cartpole.py --quick
+	$(PY) benchmarks/gan.py --quick
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
