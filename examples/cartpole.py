@@ -67,12 +67,12 @@ class ActorCritic(nn.Module):
 @torch.no_grad()
 def greedy_return(model: nn.Module, episodes: int = EVAL_ENVS, seed: int = EVAL_SEED) -> float:
     """Mean return of one greedy episode per env, from start states fixed by ``seed``."""
-    envs = make_envs(episodes)
+    envs, device = make_envs(episodes), next(model.parameters()).device
     obs, _ = envs.reset(seed=seed)
     total, alive = np.zeros(episodes), np.ones(episodes, dtype=bool)
     while alive.any():  # CartPole-v1 truncates at 500 steps
-        logits = model.actor(torch.as_tensor(obs))
-        obs, reward, term, trunc, _ = envs.step(logits.argmax(-1).numpy())
+        logits = model.actor(torch.as_tensor(obs, device=device))
+        obs, reward, term, trunc, _ = envs.step(logits.argmax(-1).cpu().numpy())
         total += reward * alive
         alive &= ~(term | trunc)
     envs.close()
@@ -89,8 +89,8 @@ class CartPoleMember(pbt.TorchMember):
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=hparams["lr"], eps=1e-5)
         self.envs = make_envs(N_ENVS)
         obs, _ = self.envs.reset(seed=int(torch.randint(2**31, ()).item()))  # from the task seed
-        self.obs = torch.as_tensor(obs)
-        self.was_done = torch.zeros(N_ENVS, dtype=torch.bool)  # next step() only resets
+        self.obs = torch.as_tensor(obs, device=self.device)
+        self.was_done = torch.zeros(N_ENVS, dtype=torch.bool, device=self.device)  # next step() only resets
         self.env_steps = 0  # transitions behind these weights (follows them on exploit)
 
     def extra_state(self):
@@ -110,15 +110,17 @@ class CartPoleMember(pbt.TorchMember):
         """Collect unroll × N_ENVS transitions, then one A2C step with GAE(λ) advantages."""
         gamma = 1.0 - 1.0 / self.hparams["horizon"]
         obs, act, rew, term, done, valid = [], [], [], [], [], []
+        dev = self.device
         for _ in range(unroll):
             with torch.no_grad():  # two actions: P(right) = softmax(logits)[1]
-                a = (torch.rand(N_ENVS) < self.model.actor(self.obs).softmax(-1)[:, 1]).long()
-            nxt, r, te, tr, _ = self.envs.step(a.numpy())
-            obs.append(self.obs), act.append(a), rew.append(torch.as_tensor(r))
-            te, d = torch.as_tensor(te), torch.as_tensor(te | tr)
+                p_right = self.model.actor(self.obs).softmax(-1)[:, 1]
+                a = (torch.rand(N_ENVS, device=dev) < p_right).long()
+            nxt, r, te, tr, _ = self.envs.step(a.cpu().numpy())
+            obs.append(self.obs), act.append(a), rew.append(torch.as_tensor(r, device=dev))
+            te, d = torch.as_tensor(te, device=dev), torch.as_tensor(te | tr, device=dev)
             # gymnasium's next-step autoreset: after a done, the next step only resets
             term.append(te), done.append(d), valid.append(~self.was_done)
-            self.obs, self.was_done = torch.as_tensor(nxt), d
+            self.obs, self.was_done = torch.as_tensor(nxt, device=dev), d
         self.env_steps += unroll * N_ENVS
         logits, values = self.model(torch.stack(obs + [self.obs]).reshape(-1, 4))
         logits, values = logits[:-N_ENVS], values.reshape(unroll + 1, N_ENVS)
@@ -140,7 +142,7 @@ class CartPoleMember(pbt.TorchMember):
     def gae(values, rew, term, done, valid, gamma):
         """GAE(λ). At a truncation (500 steps) the next obs is the final one, so it
         bootstraps from V(final); a termination does not; reset-only steps get 0."""
-        adv, a = torch.zeros(len(rew), values.shape[1]), torch.zeros(values.shape[1])
+        adv, a = values.new_zeros(len(rew), values.shape[1]), values.new_zeros(values.shape[1])
         for t in reversed(range(len(rew))):
             delta = rew[t] + gamma * (~term[t]) * values[t + 1] - values[t]
             a = torch.where(valid[t], delta + gamma * GAE_LAMBDA * (~done[t]) * a, 0.0)
