@@ -24,6 +24,14 @@ cartpole = pytest.importorskip("cartpole")  # needs gymnasium (the examples extr
 gan = pytest.importorskip("gan")
 
 
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """The members call torch.set_num_threads(1); later tests get the usual count back."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=cwd, env=ENV, capture_output=True,
                           text=True, timeout=300)
@@ -45,16 +53,14 @@ def test_cartpole_example_runs_as_a_file(tmp_path):
 
 
 def test_cartpole_through_the_cli_counts_env_steps_and_is_deterministic(tmp_path):
-    cli = [sys.executable, "-m", "torchpbt.cli", "run", str(EXAMPLES / "cartpole.py"), "--",
-           "--population", "2", "--steps", "4", "--ready-every", "2", "--backend", "serial",
-           "--quiet", "--seed", "3"]
-    results = []
-    for name in ("a", "b"):
-        q = subprocess.run([*cli, "--run-dir", str(tmp_path / name)], cwd=tmp_path, env=ENV,
-                           capture_output=True, text=True, timeout=300)
-        assert q.returncode == 0, q.stderr
-        results.append(pbt.load(tmp_path / name))
-    a, b = results
+    args = ["--population", "2", "--steps", "4", "--ready-every", "2", "--backend", "serial",
+            "--quiet", "--seed", "3"]
+    q = subprocess.run([sys.executable, "-m", "torchpbt.cli", "run", str(EXAMPLES / "cartpole.py"),
+                        "--", *args, "--run-dir", str(tmp_path / "a")], cwd=tmp_path, env=ENV,
+                       capture_output=True, text=True, timeout=300)
+    assert q.returncode == 0, q.stderr
+    a = pbt.load(tmp_path / "a")
+    b = cartpole.main([*args, "--run-dir", str(tmp_path / "b")])  # again, in this process
     assert [(s["member_id"], s["step"], s["score"]) for s in a.scores] == [
         (s["member_id"], s["step"], s["score"]) for s in b.scores]
     store = pbt.CheckpointDir(a.run_dir / "checkpoints")
@@ -117,13 +123,11 @@ def test_gan_learns_on_a_tiny_budget():
     assert start < 0.02 and stats["matched_mass"] > 0.2 and stats["modes"] >= 2, (start, stats)
 
 
-def test_gan_example_runs_as_a_file_and_through_the_cli(tmp_path):
-    p = _run(str(EXAMPLES / "gan.py"), "--population", "3", "--steps", "60", "--ready-every",
-             "30", "--backend", "serial", "--quiet", "--run-dir", str(tmp_path / "g"),
-             cwd=tmp_path)
-    assert p.returncode == 0, p.stderr
-    assert "mode-matched mass" in p.stdout and "modes" in p.stdout
-    r = pbt.load(tmp_path / "g")
+def test_gan_example_runs_through_main_and_the_cli(tmp_path, capsys):
+    r = gan.main(["--population", "3", "--steps", "60", "--ready-every", "30", "--backend",
+                  "serial", "--quiet", "--run-dir", str(tmp_path / "g")])
+    out = capsys.readouterr().out
+    assert "mode-matched mass" in out and "/8 modes" in out
     assert len(r.intervals) == 6 and all(0.0 <= s["score"] <= 1.0 for s in r.scores)
     hp = r.best_hparams
     member = gan.GANMember()  # the checkpoint restores both networks and both optimizers
