@@ -43,6 +43,8 @@ bench: $(BENCH_STAMP)
 	$(PY) benchmarks/vs_ray_tune.py
 	$(PY) benchmarks/pb2.py
 	$(PY) benchmarks/scale.py
+	$(PY) benchmarks/rl_cartpole.py
+	$(PY) benchmarks/gan.py
 	$(PY) benchmarks/make_table.py
 
 bench-quick: $(BENCH_STAMP)
@@ -55,6 +57,8 @@ bench-quick: $(BENCH_STAMP)
 	$(PY) benchmarks/vs_ray_tune.py --quick
 	$(PY) benchmarks/pb2.py --quick
 	$(PY) benchmarks/scale.py --quick
+	$(PY) benchmarks/rl_cartpole.py --quick
+	$(PY) benchmarks/gan.py --quick
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,146 @@
+"""examples/cartpole.py and examples/gan.py: they run as files and through the CLI, their
+agents learn, and their scores measure what they claim to."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import torchpbt as pbt
+from torchpbt.backends.worker import seed_everything
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+sys.path.insert(0, str(EXAMPLES))
+
+cartpole = pytest.importorskip("cartpole")  # needs gymnasium (the examples extra)
+gan = pytest.importorskip("gan")
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """The members call torch.set_num_threads(1); later tests get the usual count back."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=ENV, capture_output=True,
+                          text=True, timeout=300)
+
+
+# -- CartPole ---------------------------------------------------------------------------------
+
+def test_cartpole_example_runs_as_a_file(tmp_path):
+    p = _run(str(EXAMPLES / "cartpole.py"), "--population", "3", "--steps", "20",
+             "--ready-every", "10", "--backend", "serial", "--quiet", "--run-dir",
+             str(tmp_path / "cp"), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "greedy return" in p.stdout and "5,120 env steps per member" in p.stdout
+    r = pbt.load(tmp_path / "cp")
+    assert sorted((iv["member_id"], iv["start_step"]) for iv in r.intervals) == [
+        (m, s) for m in range(3) for s in (0, 10)]
+    scores = [s["score"] for s in r.scores]
+    assert scores and all(math.isfinite(s) and 8 <= s <= 500 for s in scores)
+
+
+def test_cartpole_through_the_cli_counts_env_steps_and_is_deterministic(tmp_path):
+    args = ["--population", "2", "--steps", "4", "--ready-every", "2", "--backend", "serial",
+            "--quiet", "--seed", "3"]
+    q = subprocess.run([sys.executable, "-m", "torchpbt.cli", "run", str(EXAMPLES / "cartpole.py"),
+                        "--", *args, "--run-dir", str(tmp_path / "a")], cwd=tmp_path, env=ENV,
+                       capture_output=True, text=True, timeout=300)
+    assert q.returncode == 0, q.stderr
+    a = pbt.load(tmp_path / "a")
+    b = cartpole.main([*args, "--run-dir", str(tmp_path / "b")])  # again, in this process
+    assert [(s["member_id"], s["step"], s["score"]) for s in a.scores] == [
+        (s["member_id"], s["step"], s["score"]) for s in b.scores]
+    store = pbt.CheckpointDir(a.run_dir / "checkpoints")
+    for m in a.members:  # the weights' env-step counter: 4 steps of 256 transitions
+        assert store.load(m["checkpoint"])["extra"]["env_steps"] == 4 * cartpole.ENV_STEPS_PER_STEP
+
+
+def test_a2c_learns_cartpole_on_a_tiny_budget():
+    hp = {"lr": 3e-3, "entropy_cost": 1e-3, "horizon": 100.0, "unroll": 8}
+    for seed in (0, 2):
+        seed_everything(seed)
+        m = cartpole.CartPoleMember()
+        m.setup(hp)
+        m.apply_hparams(hp)
+        start, best = m.evaluate(), 0.0
+        for _ in range(4):  # 4 × 10 steps = 10,240 env steps
+            m.train(10)
+            best = max(best, m.evaluate())
+        assert start < 100 and best >= 200, (seed, start, best)  # a wrong gradient stays low
+        assert m.env_steps == 40 * cartpole.ENV_STEPS_PER_STEP
+
+
+def test_gae_bootstraps_truncations_not_terminations():
+    values = torch.tensor([[1.0, 1.0], [2.0, 2.0], [5.0, 5.0]])  # V(s0), V(s1), V(s2)
+    rew = [torch.ones(2), torch.ones(2)]
+    f, t = torch.tensor([False, False]), torch.tensor([True, True])
+    term = [torch.tensor([True, False]), f]  # env 0 terminates at t=0, env 1 is truncated
+    done = [t, f]
+    valid = [t, torch.tensor([False, False])]  # t=1 only resets both envs
+    adv, ret = cartpole.CartPoleMember.gae(values, rew, term, done, valid, gamma=0.5)
+    assert adv[1].tolist() == [0.0, 0.0]
+    assert ret[0].tolist() == [1.0, 1.0 + 0.5 * 2.0]  # r; r + γ·V(final obs)
+
+
+# -- GAN --------------------------------------------------------------------------------------
+
+def test_gan_score_separates_true_collapsed_and_blurred_samples():
+    g = torch.Generator().manual_seed(0)
+    true = gan.mode_stats(gan.real_samples(4000, g))
+    assert true["matched_mass"] > 0.96 and true["modes"] == 8 and true["high_quality"] > 0.98
+    one_mode = gan.CENTRES[0] + gan.STD * torch.randn(4000, 2, generator=g)
+    collapsed = gan.mode_stats(one_mode)
+    assert collapsed["modes"] == 1 and collapsed["matched_mass"] <= 0.125
+    blur = gan.mode_stats(2.0 * torch.randn(4000, 2, generator=g))  # right scale, no modes
+    assert blur["matched_mass"] < 0.1 and blur["high_quality"] < 0.1
+    four = gan.mode_stats(gan.CENTRES[torch.arange(4000) % 4] + gan.STD * torch.randn(4000, 2,
+                                                                                     generator=g))
+    assert four["modes"] == 4 and 0.45 < four["matched_mass"] <= 0.5
+
+
+def test_gan_learns_on_a_tiny_budget():
+    hp = {"lr_g": 1e-2, "lr_d": 1e-2, "beta1": 0.5}
+    seed_everything(0)
+    m = gan.GANMember()
+    m.setup(hp)
+    m.apply_hparams(hp)
+    start = m.evaluate()
+    m.train(600)
+    stats = gan.mode_stats(m.samples())
+    assert start < 0.02 and stats["matched_mass"] > 0.2 and stats["modes"] >= 2, (start, stats)
+
+
+def test_gan_example_runs_through_main_and_the_cli(tmp_path, capsys):
+    r = gan.main(["--population", "3", "--steps", "60", "--ready-every", "30", "--backend",
+                  "serial", "--quiet", "--run-dir", str(tmp_path / "g")])
+    out = capsys.readouterr().out
+    assert "mode-matched mass" in out and "/8 modes" in out
+    assert len(r.intervals) == 6 and all(0.0 <= s["score"] <= 1.0 for s in r.scores)
+    hp = r.best_hparams
+    member = gan.GANMember()  # the checkpoint restores both networks and both optimizers
+    member.setup(hp)
+    member.load_state_dict(pbt.CheckpointDir(r.run_dir / "checkpoints").load(
+        r.best_member["checkpoint"]))
+    member.apply_hparams(hp)
+    assert member.evaluate() == pytest.approx(r.best_score)
+    assert member.opt_g.param_groups[0]["lr"] == hp["lr_g"]
+    assert member.opt_d.param_groups[0]["betas"] == (hp["beta1"], 0.999)
+    q = subprocess.run([sys.executable, "-m", "torchpbt.cli", "run", str(EXAMPLES / "gan.py"),
+                        "--", "--population", "2", "--steps", "20", "--ready-every", "10",
+                        "--backend", "serial", "--quiet", "--run-dir", str(tmp_path / "c")],
+                       cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert q.returncode == 0, q.stderr
+    assert len(pbt.load(tmp_path / "c").intervals) == 4
