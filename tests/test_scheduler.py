@@ -576,3 +576,25 @@ def test_sync_batch_ranks_ties_one_way_so_the_quantile_is_exact():
             out += s.report(rep(mid, 10, score))
         copied.append(sum(d.action == "exploit" for d in out))
     assert set(copied) == {1}
+
+
+def test_a_generation_decides_the_same_whatever_order_its_members_report_in():
+    # a parallel backend (local, ray, workers) returns a generation in any order; where
+    # scores tie at the edge of the top quantile the tie-break must not depend on that
+    # order (it once used one RNG draw per report)
+    scores = {0: 0.9, 1: 0.5, 2: 0.5, 3: 0.5, 4: 0.5, 5: 0.5, 6: 0.1, 7: 0.1}
+
+    def run(order, seed):
+        s = make(SyncScheduler, population=8, ready_every=10, steps=20, seed=seed)
+        s.start()
+        out = []
+        for mid in order:
+            out += s.report(Report(mid, 10, scores[mid], f"k{mid}"))
+        return sorted((d.member_id, d.action, d.donor_id, tuple(sorted(d.hparams.items())))
+                      for d in out)
+
+    for seed in range(4):
+        first = run(range(8), seed)
+        assert any(d[1] == "exploit" for d in first)
+        for order in ([7, 6, 5, 4, 3, 2, 1, 0], [3, 5, 1, 7, 0, 2, 6, 4]):
+            assert run(order, seed) == first, (seed, order)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import array
 import base64
+import hashlib
 import json
 import math
 import random
@@ -71,7 +72,7 @@ class MemberState:
     checkpoint: str | None = None
     history: list[float] = field(default_factory=list)  # oriented: higher is better
     done: bool = False
-    tiebreak: float = 0.0  # drawn at each report: how it ranks among equal scores
+    tiebreak: float = 0.0  # set at each report: how it ranks among equal scores
     # oriented score of the weights the running interval started from (None: unknown or
     # failed), so the interval's improvement is measured against what it really began with
     baseline: float | None = None
@@ -141,6 +142,7 @@ class _Scheduler:
         self.space, self.config = space, config
         self.exploit, self.explore = exploit, explore
         self.rng = random.Random(seed)
+        self.seed = seed
         if initial_hparams is not None:
             if len(initial_hparams) != config.population:
                 raise ValueError(
@@ -239,7 +241,9 @@ class _Scheduler:
             m.checkpoint = report.checkpoint
             m.history.append(orient(report.score, self.config.mode))
         del m.history[:-HISTORY]  # bounded: state saved at every step stays small
-        m.tiebreak = self.rng.random()
+        # a hash of (seed, member, step), not a draw from the RNG: in generational mode the
+        # order members report in (which a parallel backend does not fix) must not matter
+        m.tiebreak = _tiebreak(self.seed, m.member_id, m.step)
         if report.bad_checkpoint and report.bad_checkpoint not in self.bad_checkpoints:
             self.bad_checkpoints.add(report.bad_checkpoint)
             for other in self.members.values():  # rare: a scan is fine
@@ -480,3 +484,9 @@ __all__ = [
     "AsyncScheduler", "Decision", "MemberState", "PBTConfig", "Report", "SyncScheduler",
     "make_scheduler", "orient", "quantile_count",
 ]
+
+
+def _tiebreak(seed: int, member_id: int, step: int) -> float:
+    """A uniform number in [0, 1) fixed by (seed, member, step)."""
+    digest = hashlib.sha256(f"tiebreak:{seed}:{member_id}:{step}".encode()).digest()
+    return int.from_bytes(digest[:7], "little") / 2**56
