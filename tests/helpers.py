@@ -212,3 +212,32 @@ class SlowQuadratic(Quadratic):
     def train(self, steps):
         time.sleep(float(os.environ.get("TORCHPBT_TEST_PAUSE", self.pause)))
         return super().train(steps)
+
+
+def chains_are_complete(r: pbt.Result, steps: int) -> None:
+    """Every member's intervals run 0 → steps with no gap or overlap: nothing was lost."""
+    for m in r.members:
+        ivs = sorted((i["start_step"], i["end_step"]) for i in r.intervals
+                     if i["member_id"] == m["member_id"])
+        assert ivs[0][0] == 0 and ivs[-1][1] == steps
+        assert all(a[1] == b[0] for a, b in zip(ivs, ivs[1:], strict=False))
+        assert m["status"] == "done"
+
+
+# A job file for Ctrl-C tests: members train slowly once the test has created ``flag``.
+SLOW_SCRIPT = """
+import os, sys, time
+sys.path.insert(0, {tests!r})
+import torchpbt as pbt
+from helpers import SPACE, TinyNet
+
+class Slow(TinyNet):
+    def train(self, steps):
+        if os.path.exists({flag!r}):  # slow until the test has sent Ctrl-C
+            time.sleep(0.1)
+        return super().train(steps)
+
+if __name__ == "__main__":
+    pbt.run(Slow, SPACE, population=4, ready_every=5, steps={steps}, seed=3, progress=False,
+            backend={backend!r}, workers=2, run_dir={run_dir!r})
+"""

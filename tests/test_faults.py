@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import QSPACE, DiesAlways, DiesInWorker, DiesOnce, InfLoss, Quadratic
+from helpers import (
+    QSPACE,
+    DiesAlways,
+    DiesInWorker,
+    DiesOnce,
+    InfLoss,
+    Quadratic,
+    chains_are_complete,
+)
 
 import torchpbt as pbt
 import torchpbt.runner as runner_module
@@ -20,16 +28,6 @@ from torchpbt.controller import WorkersKeepDying
 from torchpbt.result import open_run_store
 
 INIT = [{"lr": 0.05}, {"lr": 0.1}, {"lr": 0.45}, {"lr": 0.2}]
-
-
-def _chains_are_complete(r: pbt.Result, steps: int) -> None:
-    """Every member's intervals run 0 → steps with no gap or overlap: nothing was lost."""
-    for m in r.members:
-        ivs = sorted((i["start_step"], i["end_step"]) for i in r.intervals
-                     if i["member_id"] == m["member_id"])
-        assert ivs[0][0] == 0 and ivs[-1][1] == steps
-        assert all(a[1] == b[0] for a, b in zip(ivs, ivs[1:], strict=False))
-        assert m["status"] == "done"
 
 
 def _store_is_consistent(r: pbt.Result) -> None:
@@ -57,7 +55,7 @@ def test_dead_worker_interval_is_retried_from_its_checkpoint(tmp_path, monkeypat
     assert retries and all(e["detail"]["attempt"] == 1 for e in retries)
     assert not [e for e in r.events if e["kind"] == "fail"], "a retried interval is no failure"
     assert all(s["valid"] for s in r.scores)
-    _chains_are_complete(r, 20)
+    chains_are_complete(r, 20)
 
 
 def test_worker_that_always_dies_is_marked_failed_after_the_retry_limit(tmp_path, monkeypatch):
@@ -72,7 +70,7 @@ def test_worker_that_always_dies_is_marked_failed_after_the_retry_limit(tmp_path
     replaced = next(e for e in r.events if e["member_id"] == 2 and e["step"] == fail["step"]
                     and e["kind"] in ("exploit", "reinit"))
     assert replaced["detail"]["reason"].startswith("failed")
-    _chains_are_complete(r, 10)
+    chains_are_complete(r, 10)
 
 
 def test_workers_that_never_finish_anything_stop_the_run_with_a_clear_error(tmp_path,
@@ -114,7 +112,7 @@ def test_only_the_task_whose_worker_died_is_charged(tmp_path, monkeypatch):
     fails = [e for e in r.events if e["kind"] == "fail"]
     assert [(e["member_id"], e["detail"]["attempts"]) for e in fails] == [(2, 1)]
     assert not [e for e in r.events if e["kind"] == "retry"]
-    _chains_are_complete(r, 10)
+    chains_are_complete(r, 10)
 
 
 def test_inf_loss_member_is_replaced_and_recorded(tmp_path):
@@ -123,7 +121,7 @@ def test_inf_loss_member_is_replaced_and_recorded(tmp_path):
     fail = next(e for e in r.events if e["kind"] == "fail")
     assert fail["member_id"] == 2 and "loss is inf" in fail["detail"]["error"]
     assert any(e["member_id"] == 2 and e["detail"].get("reason") == "failed" for e in r.exploits)
-    _chains_are_complete(r, 20)
+    chains_are_complete(r, 20)
 
 
 def _damage(path, how):
@@ -164,7 +162,7 @@ def test_damaged_checkpoints_are_never_loaded_and_members_recover(tmp_path, monk
         if e["kind"] == "fail" and "bad_checkpoint" in e["detail"]:
             later = [x for x in r.events[n + 1:] if x["kind"] == "exploit"]
             assert all(x["detail"]["checkpoint"] != e["detail"]["bad_checkpoint"] for x in later)
-    _chains_are_complete(r, 30)
+    chains_are_complete(r, 30)
     assert math.isfinite(r.best_score)
 
 
@@ -184,7 +182,7 @@ def test_failed_checkpoint_write_leaves_the_store_consistent(tmp_path, monkeypat
     fails = [e for e in r.events if e["kind"] == "fail"]
     assert len(fails) == 2 and all("No space left" in e["detail"]["error"] for e in fails)
     assert all(i["end_checkpoint"] is None for i in r.intervals if i["error"])
-    _chains_are_complete(r, 20)
+    chains_are_complete(r, 20)
     _store_is_consistent(r)
     assert math.isfinite(r.best_score)
 
@@ -257,7 +255,7 @@ def test_a_checkpoint_shared_by_equal_weights_is_not_collected_under_a_late_repo
                 exploit=None, explore=None, progress=False, run_dir=tmp_path / "r")
     assert not [e for e in r.events if e["kind"] == "fail"], [
         e["detail"] for e in r.events if e["kind"] == "fail"]
-    _chains_are_complete(r, 20)
+    chains_are_complete(r, 20)
     _store_is_consistent(r)
     retried = [e for e in r.events if e["kind"] == "retry"]
     assert [(e["member_id"], e["detail"]["charged"]) for e in retried] == [(1, False)]

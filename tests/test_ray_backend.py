@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from helpers import QSPACE, SPACE, Quadratic, TinyNet
+from helpers import QSPACE, SLOW_SCRIPT, SPACE, Quadratic, TinyNet, chains_are_complete
 
 import torchpbt as pbt
 from torchpbt.backends import RayBackend, Task, load_module_from_path
@@ -41,16 +41,6 @@ def runtime():
     print(f"ray.init took {time.perf_counter() - t0:.1f} s")
     yield ray
     ray.shutdown()
-
-
-def _chains_are_complete(r: pbt.Result, steps: int) -> None:
-    """Every member's intervals run 0 → steps with no gap or overlap: nothing was lost."""
-    for m in r.members:
-        ivs = sorted((i["start_step"], i["end_step"]) for i in r.intervals
-                     if i["member_id"] == m["member_id"])
-        assert ivs[0][0] == 0 and ivs[-1][1] == steps
-        assert all(a[1] == b[0] for a, b in zip(ivs, ivs[1:], strict=False))
-        assert m["status"] == "done"
 
 
 def _exploits_point_at_recorded_intervals(r: pbt.Result) -> None:
@@ -81,7 +71,7 @@ def test_ray_run_completes_with_a_consistent_lineage(runtime, tmp_path):
                 progress=False, run_dir=tmp_path / "r")
     assert r.run["config"]["backend"] == "ray"
     assert len(r.intervals) == 24 and all(s["valid"] for s in r.scores)
-    _chains_are_complete(r, 30)
+    chains_are_complete(r, 30)
     _exploits_point_at_recorded_intervals(r)
     workers = {i["worker"] for i in r.intervals}
     assert len(workers) == 2, "two actors trained the members"
@@ -152,7 +142,7 @@ def test_a_dead_actor_is_retried_and_replaced(runtime, tmp_path):
     assert [(e["member_id"], e["detail"]["attempt"]) for e in retries] == [(2, 1)]
     assert "worker process died" in retries[0]["detail"]["error"]
     assert not [e for e in r.events if e["kind"] == "fail"], "a retried interval is no failure"
-    _chains_are_complete(r, 20)
+    chains_are_complete(r, 20)
     assert len({i["worker"] for i in r.intervals}) == 2, "a fresh actor took the dead one's slot"
 
 
@@ -165,28 +155,11 @@ def test_abort_kills_the_actors_but_not_a_shared_runtime(runtime, tmp_path):
     assert runtime.is_initialized()
 
 
-SLOW = """
-import os, sys, time
-sys.path.insert(0, {tests!r})
-import torchpbt as pbt
-from helpers import SPACE, TinyNet
-
-class Slow(TinyNet):
-    def train(self, steps):
-        if os.path.exists({flag!r}):  # slow until the test has sent Ctrl-C
-            time.sleep(0.1)
-        return super().train(steps)
-
-if __name__ == "__main__":
-    pbt.run(Slow, SPACE, population=4, ready_every=5, steps=100, seed=3, progress=False,
-            backend="ray", workers=2, run_dir={run_dir!r})
-"""
-
-
 def test_ctrl_c_leaves_no_ray_process_behind_and_the_run_resumes(runtime, tmp_path):
     run_dir, flag, script = tmp_path / "run", tmp_path / "slow", tmp_path / "slow.py"
     flag.touch()
-    script.write_text(SLOW.format(tests=str(TESTS), flag=str(flag), run_dir=str(run_dir)))
+    script.write_text(SLOW_SCRIPT.format(tests=str(TESTS), flag=str(flag), backend="ray",
+                                         steps=100, run_dir=str(run_dir)))
     mark = f"TORCHPBT_TEST_MARK={uuid.uuid4().hex}"  # inherited by every process Ray starts
     env = {**os.environ, "TORCHPBT_TEST_MARK": mark.split("=")[1]}
     env.pop("RAY_ADDRESS", None)
@@ -212,7 +185,7 @@ def test_ctrl_c_leaves_no_ray_process_behind_and_the_run_resumes(runtime, tmp_pa
     resumed = pbt.load(run_dir)
     assert resumed.run["status"] == "done"
     assert any(e["kind"] == "resume" and e["detail"]["backend"] == "ray" for e in resumed.events)
-    _chains_are_complete(resumed, 100)
+    chains_are_complete(resumed, 100)
 
 
 def _wait_for_intervals(run_dir: Path, n: int, proc: subprocess.Popen) -> None:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import SPACE, TinyKS, TinyNet
+from helpers import SLOW_SCRIPT, SPACE, TinyKS, TinyNet
 
 import torchpbt as pbt
 from torchpbt.runner import run_lock
@@ -159,31 +159,13 @@ def test_second_controller_on_the_same_run_is_refused(tmp_path):
         pass
 
 
-SLOW = """
-import os, sys, time
-sys.path.insert(0, {tests!r})
-import torchpbt as pbt
-from helpers import SPACE, TinyNet
-
-class Slow(TinyNet):
-    def train(self, steps):
-        if os.path.exists({flag!r}):  # slow until the test has sent Ctrl-C
-            time.sleep(0.1)
-        return super().train(steps)
-
-if __name__ == "__main__":
-    pbt.run(Slow, SPACE, population=4, ready_every=5, steps=200, seed=3, progress=False,
-            backend={backend!r}, workers=2, run_dir={run_dir!r})
-"""
-
-
 def _start_slow(tmp_path: Path, backend: str) -> tuple[subprocess.Popen, Path]:
     run_dir = tmp_path / "run"
     script = tmp_path / "slow.py"
     flag = tmp_path / "slow"
     flag.touch()
-    script.write_text(SLOW.format(tests=str(TESTS), backend=backend, run_dir=str(run_dir),
-                                  flag=str(flag)))
+    script.write_text(SLOW_SCRIPT.format(tests=str(TESTS), backend=backend, steps=200,
+                                         run_dir=str(run_dir), flag=str(flag)))
     # a shell runs background jobs (e.g. CI started with `&`) with SIGINT ignored, and
     # children inherit that: give the run the default handler, as a terminal would
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
