@@ -64,9 +64,18 @@ def _comparable(r: pbt.Result) -> tuple[list, list]:
     return iv, ev
 
 
+class PacedQuadratic(Quadratic):
+    """Intervals take 50 ms: a scheduler hiccup on a loaded machine cannot let one actor
+    train its members to the end before the other has reported a first score."""
+
+    def train(self, steps):
+        time.sleep(0.05)
+        return super().train(steps)
+
+
 def test_ray_run_completes_with_a_consistent_lineage(runtime, tmp_path):
     # lr 0.05 is always the worst member: it exploits however the actors' timing goes
-    r = pbt.run(Quadratic, QSPACE, population=4, ready_every=5, steps=30, backend="ray",
+    r = pbt.run(PacedQuadratic, QSPACE, population=4, ready_every=5, steps=30, backend="ray",
                 workers=2, exploit=pbt.Truncation(0.25), initial_hparams=INIT, seed=3,
                 progress=False, run_dir=tmp_path / "r")
     assert r.run["config"]["backend"] == "ray"

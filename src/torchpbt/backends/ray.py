@@ -26,6 +26,7 @@ from .worker import ClassRef, IntervalRunner, Outcome, Task
 RAY_MISSING = ("backend='ray' needs the ray package, which is not installed; install it with "
                "pip install 'torchpbt[ray]' (or use backend='local').")
 DIED = "worker process died"
+ACTOR_START_WAIT = 60.0  # seconds; beyond it the run starts on the actors that are up
 
 
 def import_ray() -> Any:
@@ -97,6 +98,7 @@ class RayBackend(Backend):
             ref = ClassRef(ref.module, ref.qualname, os.path.abspath(ref.path))
         self._args = (ref, os.path.abspath(checkpoint_dir))
         self._actors: list[Any] = [self._new_actor(slot) for slot in range(workers)]
+        self._await_actors(ACTOR_START_WAIT)
         self._idle: list[int] = list(range(workers))
         self._queue: deque[Task] = deque()
         self._running: dict[Any, tuple[int, Task]] = {}  # ObjectRef → (slot, task)
@@ -111,6 +113,13 @@ class RayBackend(Backend):
         return self._cls.options(num_cpus=self.cpus_per_worker, num_gpus=gpus, max_restarts=0,
                                  max_task_retries=0).remote(*self._args, device,
                                                             self.cpus_per_worker)
+
+    def _await_actors(self, timeout: float) -> None:
+        """Start training once every actor is up, so one that imports torch slower does not
+        find its peers' members far ahead (async exploit waits for everyone's first score).
+        Actors that cannot start in time (no free CPUs yet) are not waited for."""
+        self._ray.wait([a.pid.remote() for a in self._actors], num_returns=len(self._actors),
+                       timeout=timeout)
 
     def submit(self, task: Task) -> None:
         self._queue.append(task)
