@@ -227,11 +227,11 @@ CASES = [
     bad("pb2-choice-hparam",
         lambda t: run(t, space={"lr": pbt.Float(0.01, 0.1), "opt": pbt.Choice(["sgd", "adam"])},
                       explore=pbt.PB2()),
-        ValueError, r"PB2 models continuous hparams only; \['opt'\] are Choice/Gene hparams\. "
+        ValueError, r"PB2 models numeric and ordered hparams only; \['opt'\] are unordered Choice/Gene "
                     r"Use explore=torchpbt\.Perturb\(\)"),
     bad("pb2-gene-hparam", lambda t: run(t, member=TinyNAS, space=NAS_SPACE, exploit=Mixing(),
                                          explore=pbt.PB2()),
-        ValueError, r"PB2 models continuous hparams only; \['c0', 'c1'\].*torchpbt\.Perturb"),
+        ValueError, r"PB2 models numeric and ordered hparams only; \['c0', 'c1'\].*torchpbt\.Perturb"),
     bad("pb2-min-points-0", lambda t: run(t, explore=pbt.PB2(min_points=0)),
         ValueError, r"PB2\(min_points=0\): give an int >= 1"),
     # -- run options --

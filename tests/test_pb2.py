@@ -144,6 +144,15 @@ def test_encode_uses_log_space_and_decode_rounds_ints():
     assert back["b"] == 64 and type(back["m"]) is float
 
 
+def test_an_ordered_choice_is_modelled_by_its_index():
+    sp = Space({"unroll": Choice([8, 16, 32], ordered=True), "one": Choice(["a"], ordered=True)})
+    assert encode(sp, {"unroll": 16, "one": "a"}) == pytest.approx([0.5, 0.0])
+    assert encode(sp, {"unroll": 32, "one": "a"}) == pytest.approx([1.0, 0.0])
+    assert [decode(sp, np.array([u, 0.7]))["unroll"] for u in (0.0, 0.24, 0.26, 0.74, 0.76, 1.0)] \
+        == [8, 8, 16, 16, 32, 32]
+    assert decode(sp, np.array([0.0, 1.0]))["one"] == "a"
+
+
 # -- UCB on a function with a known optimum ------------------------------------------------
 
 def _bandit(seed: int, method: str, rounds: int = 20) -> list[float]:
@@ -164,6 +173,16 @@ def test_ucb_finds_the_known_optimum_better_than_random():
     pb2 = [np.mean([abs(h - 0.3) for h in _bandit(s, "pb2")[-8:]]) for s in range(5)]
     rand = [np.mean([abs(h - 0.3) for h in _bandit(s, "random")[-8:]]) for s in range(5)]
     assert max(pb2) < 0.1 and np.mean(pb2) < np.mean(rand) / 4
+
+
+def test_ucb_settles_on_the_best_value_of_an_ordered_choice():
+    sp = Space({"b": Choice([1, 2, 4, 8, 16, 32, 64], ordered=True)})
+    rng, obs, picks = random.Random(0), [], []
+    for i in range(20):
+        b = PB2(min_points=3)({"b": 1}, sp, rng, context=ExploreContext(i + 1.0, list(obs), ()))[0]["b"]
+        obs.append(Observation(i + 1.0, {"b": b}, -(math.log2(b) - 3) ** 2 + rng.gauss(0, 0.05)))
+        picks.append(b)
+    assert picks[-6:].count(8) >= 4, picks
 
 
 def test_pending_members_push_the_pick_elsewhere():
@@ -205,7 +224,8 @@ def test_failed_intervals_count_as_the_worst():
 
 
 MIXED = Space({"lr": Float(1e-5, 1.0, log=True), "m": Float(-1.0, 1.0),
-               "n": Int(1, 4), "b": Int(8, 512, log=True)})
+               "n": Int(1, 4), "b": Int(8, 512, log=True),
+               "u": Choice([8, 16, 32], ordered=True)})
 
 
 @settings(max_examples=25, deadline=None, derandomize=True)
@@ -247,12 +267,14 @@ def test_bad_options(kwargs, match):
         PB2(**kwargs)
 
 
-def test_choice_hparams_are_refused_by_name():
+def test_unordered_choice_hparams_are_refused_by_name():
     sp = Space({"lr": Float(0.01, 0.1), "opt": Choice(["sgd", "adam"]),
-                "c0": pbt.nas.Gene(["conv", "skip"])})
-    with pytest.raises(ValueError, match=r"continuous hparams only; \['opt', 'c0'\].*Perturb"):
+                "c0": pbt.nas.Gene(["conv", "skip"]), "u": Choice([1, 2], ordered=True)})
+    with pytest.raises(ValueError, match=r"ordered hparams only; \['opt', 'c0'\].*Perturb.*"
+                                         r"ordered=True"):
         check_explore(PB2(), sp)
-    check_explore(PB2(), Space({"lr": Float(0.01, 0.1), "n": Int(1, 3)}))
+    check_explore(PB2(), Space({"lr": Float(0.01, 0.1), "n": Int(1, 3),
+                                "u": Choice([1, 2], ordered=True)}))
 
 
 def test_spec_round_trip():
@@ -367,7 +389,7 @@ def test_run_end_to_end_on_the_toy(tmp_path):
 
 
 def test_run_refuses_a_choice_space_before_any_work(tmp_path):
-    with pytest.raises(ValueError, match=r"PB2 models continuous hparams only; \['opt'\]"):
+    with pytest.raises(ValueError, match=r"PB2 models numeric and ordered hparams only; \['opt'\]"):
         pbt.run(TinyNet, {**SPACE, "opt": pbt.Choice(["sgd", "adam"])}, explore=PB2(),
                 run_dir=tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()

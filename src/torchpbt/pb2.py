@@ -34,7 +34,7 @@ from threadpoolctl import threadpool_limits
 
 from .explore import ExploreContext, ExploreResult, Perturb, apply_explore, check_explore
 from .explore import history_size as wanted_history
-from .space import Choice, Float, Int, Space
+from .space import Choice, Float, Gene, Int, Space
 
 # (low, high) of each kernel hyperparameter; inputs live in [0, 1], targets are standardised
 LENGTHSCALE = (0.05, 2.0)
@@ -172,29 +172,39 @@ def maximize_ucb(mean_gp: GP, var_gp: GP, now: float, kappa: float, dim: int,
 
 # -- hparams <-> the unit cube -----------------------------------------------------------
 
-def _range(dom: Float | Int) -> tuple[float, float]:
+def _range(dom: Float | Int | Choice) -> tuple[float, float]:
+    if isinstance(dom, Choice):  # an ordered choice is modelled by its index
+        return 0.0, float(max(len(dom.values) - 1, 1))
     if dom.log:
         return math.log(dom.low), math.log(dom.high)
     return float(dom.low), float(dom.high)
 
 
 def encode(space: Space, hparams: Mapping[str, Any]) -> np.ndarray:
-    """Hparams as a point of [0, 1]^d (log-scale domains in log space)."""
+    """Hparams as a point of [0, 1]^d (log-scale domains in log space, an ordered choice
+    by its index)."""
     out = []
     for name, dom in space.items():
         lo, hi = _range(dom)  # type: ignore[arg-type]
-        v = float(hparams[name])
-        v = math.log(v) if dom.log else v  # type: ignore[attr-defined]
+        if isinstance(dom, Choice):
+            v = float(dom._index(hparams[name]))
+        else:
+            v = float(hparams[name])
+            v = math.log(v) if dom.log else v  # type: ignore[attr-defined]
         out.append(min(max((v - lo) / (hi - lo), 0.0), 1.0))
     return np.array(out)
 
 
 def decode(space: Space, u: np.ndarray) -> dict[str, Any]:
-    """A point of [0, 1]^d back to hparams; an Int is rounded to the nearest whole number."""
+    """A point of [0, 1]^d back to hparams; an Int or a choice's index is rounded to the
+    nearest whole number."""
     out = {}
     for (name, dom), ui in zip(space.items(), u, strict=True):
         lo, hi = _range(dom)  # type: ignore[arg-type]
         v = lo + float(ui) * (hi - lo)
+        if isinstance(dom, Choice):
+            out[name] = dom.values[min(int(round(v)), len(dom.values) - 1)]
+            continue
         out[name] = dom.clip(math.exp(v) if dom.log else v)  # type: ignore[attr-defined]
     return out
 
@@ -209,8 +219,9 @@ def standardize(y: np.ndarray) -> np.ndarray:
 class PB2:
     """Population Based Bandits: new hparams for an exploited member by GP-UCB.
 
-    Needs continuous hyperparameters (``Float``, ``Int`` rounded after a continuous
-    optimum). Until ``min_points`` intervals with a known improvement exist (the start
+    Needs numeric hyperparameters: ``Float``, ``Int`` (rounded after a continuous
+    optimum) or an ordered ``Choice`` (modelled by its index, as its order says
+    neighbours are alike; an unordered one has no such distance and is refused). Until ``min_points`` intervals with a known improvement exist (the start
     of a run), it explores with ``fallback`` (default ``Perturb()``). It keeps the
     latest ``max_points`` observations (the GP costs O(n³) per decision).
     """
@@ -236,13 +247,15 @@ class PB2:
         return self.max_points
 
     def check_space(self, space: Mapping[str, Any]) -> None:
-        """PB2's GP works on numbers: refuse a categorical hparam before any work."""
-        bad = [n for n, d in space.items() if isinstance(d, Choice)]
+        """PB2's GP needs a distance between values: refuse an unordered categorical
+        hparam (or an architecture gene) before any work."""
+        bad = [n for n, d in space.items()
+               if isinstance(d, Gene) or (isinstance(d, Choice) and not d.ordered)]
         if bad:
             raise ValueError(
-                f"PB2 models continuous hparams only; {bad} are Choice/Gene hparams. Use "
-                "explore=torchpbt.Perturb() for such a space, or make a numeric choice a "
-                "Float/Int.")
+                f"PB2 models numeric and ordered hparams only; {bad} are unordered "
+                "Choice/Gene hparams. Use explore=torchpbt.Perturb() for such a space, or "
+                "make the choice ordered (Choice([...], ordered=True)) or a Float/Int.")
 
     def __call__(self, hparams: Mapping[str, Any], space: Space, rng: random.Random,
                  context: ExploreContext | None = None) -> ExploreResult:
