@@ -227,8 +227,8 @@ CASES = [
     bad("pb2-choice-hparam",
         lambda t: run(t, space={"lr": pbt.Float(0.01, 0.1), "opt": pbt.Choice(["sgd", "adam"])},
                       explore=pbt.PB2()),
-        ValueError, r"PB2 models numeric and ordered hparams only; \['opt'\] are unordered Choice/Gene "
-                    r"Use explore=torchpbt\.Perturb\(\)"),
+        ValueError, r"PB2 models numeric and ordered hparams only; \['opt'\] are unordered "
+                    r"Choice/Gene hparams\. Use explore=torchpbt\.Perturb\(\)"),
     bad("pb2-gene-hparam", lambda t: run(t, member=TinyNAS, space=NAS_SPACE, exploit=Mixing(),
                                          explore=pbt.PB2()),
         ValueError, r"PB2 models numeric and ordered hparams only; \['c0', 'c1'\].*torchpbt\.Perturb"),
