@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from torchpbt import CheckpointDir, CheckpointError
+from torchpbt.checkpoints import DeferredDeleter
 
 
 def test_name_is_content_hash_and_identical_states_share_a_file(tmp_path):
@@ -79,3 +80,31 @@ def test_garbage_collection_keeps_only_referenced(tmp_path):
     assert sorted(gone) == sorted(keys[2:])
     assert cd.keys() == set(keys[:2])
     assert not (tmp_path / ".tmp-stray.pt").exists()
+
+
+def test_deferred_deleter_deletes_in_the_background_and_logs_the_clock_after_each_unlink(
+        tmp_path):
+    cd = CheckpointDir(tmp_path)
+    keys = [cd.save({"x": torch.tensor(float(i))})[0] for i in range(3)]
+    ticks = iter(range(100, 200))
+    d = DeferredDeleter(cd, lambda: next(ticks))
+    d.delete(keys[:2])
+    d.close()
+    assert cd.keys() == {keys[2]} and d.pending == 0
+    assert d.drain() == [(100, keys[0]), (101, keys[1])] and d.drain() == []
+    d.delete([keys[2]])  # usable again after close
+    d.close()
+    assert cd.keys() == set()
+
+
+def test_a_reclaimed_key_is_never_deleted(tmp_path, monkeypatch):
+    monkeypatch.setattr(DeferredDeleter, "threaded", False)  # nothing runs before close()
+    cd = CheckpointDir(tmp_path)
+    a, b = (cd.save({"x": torch.tensor(float(i))})[0] for i in range(2))
+    d = DeferredDeleter(cd)
+    d.delete([a, b, a])  # a key queued twice is deleted once
+    assert d.pending == 2
+    assert d.reclaim(a) is True and d.reclaim(a) is False
+    d.close()
+    assert cd.keys() == {a} and [k for _, k in d.drain()] == [b]
+    assert d.reclaim(b) is False  # already deleted: the caller must check the file

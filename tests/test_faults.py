@@ -22,7 +22,7 @@ from helpers import (
 import torchpbt as pbt
 import torchpbt.runner as runner_module
 from torchpbt.backends import Backend, IntervalRunner
-from torchpbt.checkpoints import CheckpointDir
+from torchpbt.checkpoints import CheckpointDir, DeferredDeleter
 from torchpbt.cli import main as cli_main
 from torchpbt.controller import WorkersKeepDying
 from torchpbt.result import open_run_store
@@ -244,13 +244,33 @@ class LateReporter(Backend):
         return len(self.queue) + len(self.done)
 
 
+@pytest.mark.parametrize("deleted", [True, False], ids=["file-deleted", "deletion-pending"])
 def test_a_checkpoint_shared_by_equal_weights_is_not_collected_under_a_late_reporter(
-        tmp_path, monkeypatch):
-    # member 0 writes K (step 5) and moves on, so K looks unused and is deleted; member 1
+        tmp_path, monkeypatch, deleted):
+    # member 0 writes K (step 5) and moves on, so K looks unused and is collected; member 1
     # had written the very same K (equal weights, one content hash) but reports it only
     # now. Found by benchmarks/vs_ray_tune.py on the toy with the local backend.
+    # file-deleted: the file is gone by then, so member 1's interval runs again, uncharged;
+    # deletion-pending: the deleter had not got to it, so K is reclaimed and kept.
     monkeypatch.setattr(runner_module, "make_backend", lambda kind, member, ckpt, *a: LateReporter(
         member, ckpt))
+    if deleted:
+        original = DeferredDeleter.delete
+
+        def at_once(self, keys):
+            original(self, keys)
+            self.close()
+        monkeypatch.setattr(DeferredDeleter, "delete", at_once)
+    else:
+        monkeypatch.setattr(DeferredDeleter, "threaded", False)
+    reclaimed: list[str] = []
+    original_reclaim = DeferredDeleter.reclaim
+
+    def reclaim(self, key):
+        kept = original_reclaim(self, key)
+        reclaimed.extend([key] if kept else [])
+        return kept
+    monkeypatch.setattr(DeferredDeleter, "reclaim", reclaim)
     r = pbt.run(StepOnly, QSPACE, population=2, ready_every=5, steps=20, backend="serial",
                 exploit=None, explore=None, progress=False, run_dir=tmp_path / "r")
     assert not [e for e in r.events if e["kind"] == "fail"], [
@@ -258,4 +278,6 @@ def test_a_checkpoint_shared_by_equal_weights_is_not_collected_under_a_late_repo
     chains_are_complete(r, 20)
     _store_is_consistent(r)
     retried = [e for e in r.events if e["kind"] == "retry"]
-    assert [(e["member_id"], e["detail"]["charged"]) for e in retried] == [(1, False)]
+    assert [(e["member_id"], e["detail"]["charged"]) for e in retried] == (
+        [(1, False)] if deleted else [])
+    assert bool(reclaimed) is not deleted  # a pending deletion was cancelled, not redone

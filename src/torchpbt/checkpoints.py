@@ -14,8 +14,9 @@ import io
 import os
 import sys
 import tempfile
-from collections import OrderedDict
-from collections.abc import Iterable
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +130,85 @@ class CheckpointDir:
         for tmp in self.path.glob(".tmp-*"):
             tmp.unlink(missing_ok=True)
         return gone
+
+
+class DeferredDeleter:
+    """Deletes committed garbage in a background thread.
+
+    An unlink can block for milliseconds (a busy journal, NFS) and the controller
+    has nothing to wait for: the store already flags the file deleted. A key whose
+    outcome names it again before its turn comes is *reclaimed*: its deletion is
+    cancelled, under the same lock the thread holds while unlinking, so a reclaimed
+    file is never removed. Each deletion is logged with ``clock()`` read *after* the
+    unlink (the controller passes its count of tasks handed out): a task counted
+    later cannot have seen the file.
+    """
+
+    threaded = True  # False: deletions wait for close() (tests use it to fix the timing)
+
+    def __init__(self, checkpoints: CheckpointDir, clock: Callable[[], int] = lambda: 0) -> None:
+        self.checkpoints, self.clock = checkpoints, clock
+        self._deleted: list[tuple[int, str]] = []
+        self._pending: set[str] = set()
+        self._order: deque[str] = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+        self._closing = False
+
+    def delete(self, keys: Iterable[str]) -> None:
+        with self._lock:
+            for key in keys:
+                if key not in self._pending:
+                    self._pending.add(key)
+                    self._order.append(key)
+            self._wake.notify()
+            if self.threaded and self._thread is None and self._order:
+                self._thread = threading.Thread(target=self._work, name="torchpbt-gc",
+                                                daemon=True)
+                self._thread.start()
+
+    def reclaim(self, key: str) -> bool:
+        """Cancel ``key``'s deletion; True if it was pending (so its file is still there)."""
+        with self._lock:
+            if key in self._pending:
+                self._pending.discard(key)
+                return True
+            return False
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._order and not self._closing:
+                    self._wake.wait()
+                if not self._order:
+                    return
+                key = self._order.popleft()
+                if key in self._pending:  # not reclaimed meanwhile
+                    self._pending.discard(key)
+                    self.checkpoints.delete(key)
+                    self._deleted.append((self.clock(), key))
+
+    def drain(self) -> list[tuple[int, str]]:
+        """The (clock, key) of each deletion done since the last call, oldest first."""
+        with self._lock:
+            out, self._deleted = self._deleted, []
+            return out
+
+    def close(self) -> None:
+        """Finish every pending deletion (a run's end leaves only referenced files)."""
+        with self._lock:
+            self._closing = True
+            self._wake.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+        else:
+            self._work()
+        with self._lock:
+            self._closing, self._thread = False, None

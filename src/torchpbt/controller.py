@@ -19,7 +19,7 @@ from typing import Any
 
 from .backends import Backend, Outcome, Task, derive_seed
 from .backends.worker import KnowledgeTask
-from .checkpoints import CheckpointDir
+from .checkpoints import CheckpointDir, DeferredDeleter
 from .display import LiveDisplay
 from .distill import KnowledgeSharing, KnowledgeTable
 from .faults import crash_point
@@ -36,6 +36,7 @@ class Controller:
     def __init__(self, scheduler: Any, store: SQLStore, checkpoints: CheckpointDir, seed: int,
                  sharing: Sharing | None = None, max_retries: int = 2) -> None:
         self.scheduler, self.store, self.checkpoints, self.seed = scheduler, store, checkpoints, seed
+        self.deleter = DeferredDeleter(checkpoints, lambda: self._submits)
         self.sharing, self.max_retries = sharing, max_retries
         self.in_flight: dict[int, Task] = {}
         self.retries: dict[int, int] = {}
@@ -43,7 +44,7 @@ class Controller:
         self.refs = References()  # who still needs each checkpoint
         self._submits = 0  # tasks handed to the backend so far, this process
         self._sent: dict[int, int] = {}  # member -> number of its running task's submission
-        self._collected: list[tuple[int, str]] = []  # (submissions then, key), oldest first
+        self._collected: list[tuple[int, str]] = []  # (tasks handed out at its unlink, key)
         self.run_id = -1
         self.completed = 0  # intervals that came back with a checkpoint, this process
         self.listeners: list[Any] = []  # called after each committed step (e.g. TensorBoard)
@@ -113,6 +114,7 @@ class Controller:
             self._submit(backend, t)
         while backend.pending:
             self._handle(backend, backend.wait(), live)
+        self.deleter.close()
         self.store.record(self.run_id, None, [], [], self.global_state(), status="done")
 
     def _task_for(self, d: Decision) -> Task:
@@ -155,9 +157,7 @@ class Controller:
                                 deleted_checkpoints=garbage,
                                 member_states=self.member_states(touched))
         crash_point("after_commit")
-        self._collected += [(self._submits, key) for key in garbage]
-        for key in garbage:  # after the commit: a crash here leaves only stray files
-            self.checkpoints.delete(key)
+        self.deleter.delete(garbage)  # after the commit: a crash leaves only stray files
         self.known -= set(garbage)
         if self.sharing:
             self.sharing.prune(self.in_flight.values())
@@ -177,7 +177,10 @@ class Controller:
         arrived, the outcome names a file that is gone: run the interval again, uncharged
         (it was not the member's fault)."""
         sent = self._sent.pop(out.member_id, 0)
-        gone = out.checkpoint is not None and any(
+        self._collected += self.deleter.drain()
+        # collected, but the deleter had not got to its file yet: it stays
+        kept = out.checkpoint is not None and self.deleter.reclaim(out.checkpoint)
+        gone = out.checkpoint is not None and not kept and any(
             n >= sent and key == out.checkpoint for n, key in self._collected
         ) and not self.checkpoints.file(out.checkpoint).exists()
         if self._collected:  # forget what no task still running can have seen

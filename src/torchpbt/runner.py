@@ -260,6 +260,7 @@ def execute(controller: Controller, tasks: list[Task], member: type, run_path: P
         controller.store.record(controller.run_id, None, [], [], None, status="interrupted")
         raise RunInterrupted(run_path) from None
     finally:
+        controller.deleter.close()  # committed garbage: finish deleting it
         for listener in controller.listeners:
             listener.close()
 
