@@ -42,6 +42,8 @@ bench: $(BENCH_STAMP)
 	$(PY) benchmarks/chaos.py
 	$(PY) benchmarks/vs_ray_tune.py
 	$(PY) benchmarks/pb2.py
+	$(PY) benchmarks/pb2.py --member cartpole:CartPoleMember --steps 120 --ready-every 10 \
+		--seeds 8 --name pb2_cartpole
 	$(PY) benchmarks/scale.py
 	$(PY) benchmarks/rl_cartpole.py
 	$(PY) benchmarks/gan.py
@@ -56,6 +58,8 @@ bench-quick: $(BENCH_STAMP)
 	$(PY) benchmarks/chaos.py --quick
 	$(PY) benchmarks/vs_ray_tune.py --quick
 	$(PY) benchmarks/pb2.py --quick
+	$(PY) benchmarks/pb2.py --quick --member cartpole:CartPoleMember --steps 20 --ready-every 5 \
+		--name pb2_cartpole
 	$(PY) benchmarks/scale.py --quick
 	$(PY) benchmarks/rl_cartpole.py --quick
 	$(PY) benchmarks/gan.py --quick

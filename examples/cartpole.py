@@ -162,12 +162,13 @@ def main(argv=None):
     p.add_argument("--workers", type=int, default=None, help="default: number of cores")
     p.add_argument("--backend", choices=("serial", "local"), default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pb2", action="store_true", help="explore with PB2 instead of Perturb")
     p.add_argument("--run-dir", default=None, help="default: runs/cartpolemember-<time>")
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
     result = pbt.run(
         CartPoleMember, SPACE, population=a.population, steps=a.steps,
-        ready_every=a.ready_every, exploit=pbt.Truncation(0.25), explore=pbt.Perturb(),
+        ready_every=a.ready_every, exploit=pbt.Truncation(0.25), explore=pbt.PB2() if a.pb2 else pbt.Perturb(),
         backend=a.backend, workers=a.workers, seed=a.seed, run_dir=a.run_dir,
         progress=not a.quiet,
     )

@@ -54,7 +54,7 @@ def test_cartpole_example_runs_as_a_file(tmp_path):
 
 def test_cartpole_through_the_cli_counts_env_steps_and_is_deterministic(tmp_path):
     args = ["--population", "2", "--steps", "4", "--ready-every", "2", "--backend", "serial",
-            "--quiet", "--seed", "3"]
+            "--quiet", "--seed", "3", "--pb2"]
     q = subprocess.run([sys.executable, "-m", "torchpbt.cli", "run", str(EXAMPLES / "cartpole.py"),
                         "--", *args, "--run-dir", str(tmp_path / "a")], cwd=tmp_path, env=ENV,
                        capture_output=True, text=True, timeout=300)
@@ -64,8 +64,19 @@ def test_cartpole_through_the_cli_counts_env_steps_and_is_deterministic(tmp_path
     assert [(s["member_id"], s["step"], s["score"]) for s in a.scores] == [
         (s["member_id"], s["step"], s["score"]) for s in b.scores]
     store = pbt.CheckpointDir(a.run_dir / "checkpoints")
+    assert a.run["config"]["explore_spec"]["type"] == "PB2"
     for m in a.members:  # the weights' env-step counter: 4 steps of 256 transitions
         assert store.load(m["checkpoint"])["extra"]["env_steps"] == 4 * cartpole.ENV_STEPS_PER_STEP
+
+
+def test_pb2_tunes_the_cartpole_space_unroll_included(tmp_path):
+    # the unroll length is an ordered Choice: PB2 models it by its index
+    r = pbt.run(cartpole.CartPoleMember, cartpole.SPACE, population=3, steps=8, ready_every=1,
+                explore=pbt.PB2(min_points=2), exploit=pbt.Truncation(0.34), sync=True,
+                backend="serial", seed=1, progress=False, run_dir=tmp_path / "r")
+    by_gp = [e for e in r.exploits if set(e["operations"].values()) == {"pb2"}]
+    assert by_gp and set(by_gp[0]["operations"]) == set(cartpole.SPACE)
+    assert all(e["new_hparams"]["unroll"] in (8, 16, 32) for e in by_gp)
 
 
 def test_a2c_learns_cartpole_on_a_tiny_budget():
