@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -164,6 +167,33 @@ def test_local_backend_two_workers_completes_with_full_log(tmp_path):
     assert {i["worker"] for i in r.intervals}.__len__() >= 1
     assert all(m["status"] == "done" for m in r.members)
     assert all(s["valid"] for s in r.scores)
+
+
+LONG_LOCAL_RUN = """
+import sys
+sys.path.insert(0, {tests!r})
+from helpers import QSPACE, Quadratic
+import torchpbt as pbt
+if __name__ == "__main__":
+    r = pbt.run(Quadratic, QSPACE, population=2, steps=1500, ready_every=1, backend="local",
+                workers=2, exploit=None, explore=None, progress=False, run_dir={run!r})
+    print(len(r.intervals))
+"""
+
+
+def test_local_backend_runs_more_intervals_than_a_pipe_holds(tmp_path):
+    # each worker records the task it starts in a pipe; read only after a crash, ~2,000
+    # records filled it and the next put() blocked forever: 3,000 intervals hung
+    script = tmp_path / "long.py"
+    script.write_text(LONG_LOCAL_RUN.format(tests=str(Path(__file__).parent),
+                                            run=str(tmp_path / "r")))
+    try:
+        p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                           timeout=240)
+    except subprocess.TimeoutExpired:
+        pytest.fail("a local run of 3,000 intervals hung")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.split()[-1] == "3000"
 
 
 def test_local_backend_survives_a_dying_worker(tmp_path, monkeypatch):

@@ -71,10 +71,39 @@ class LocalBackend(Backend):
         self._started = ctx.SimpleQueue()
         self._where: dict[tuple[int, int], int] = {}  # (member, start step) → worker pid
         self._procs: dict[int, Any] = {}  # pid → Process; the pool forgets them once broken
+        # read as they come: a pipe nobody reads fills up (~2,000 records) and the
+        # worker's next put() blocks forever, which hung every run of that many intervals
+        self._stop = threading.Event()
+        self._reader = threading.Thread(target=self._read_started,
+                                        args=(self._started, self._where, self._stop),
+                                        daemon=True)
+        self._reader.start()
         return ProcessPoolExecutor(
             self.workers, mp_context=ctx, initializer=_init_worker,
             initargs=(*self._args, self.devices, threads, slots, os.getpid(), self._started),
         )
+
+    @staticmethod
+    def _read_started(queue: Any, where: dict[tuple[int, int], int],
+                      stop: threading.Event) -> None:
+        # polls rather than blocks: the controller never writes to this queue (a worker
+        # killed inside put() would hold its write lock forever), so no sentinel can come
+        try:
+            while True:
+                if queue.empty():
+                    if stop.is_set():
+                        return  # stopped, and everything recorded before is read
+                    stop.wait(0.01)
+                    continue
+                pid, member, step = queue.get()
+                where[(member, step)] = pid
+        except (EOFError, OSError):  # the pool is gone
+            return
+
+    def _stop_reader(self) -> None:
+        """Every record put before this call is in ``_where`` once it returns."""
+        self._stop.set()
+        self._reader.join(timeout=10)
 
     def submit(self, task: Task) -> None:
         try:
@@ -95,7 +124,10 @@ class LocalBackend(Backend):
         if any(isinstance(f.exception(), BrokenProcessPool) for f in done if not f.cancelled()):
             self._recover()  # sorts every task of the broken pool: culprit, done, or resubmit
             return self.wait()
-        return [self._outcome(f, self._futures.pop(f)) for f in done]
+        out = [self._outcome(f, self._futures.pop(f)) for f in done]
+        for o in out:  # done: only a lost task's record is ever looked up
+            self._where.pop((o.member_id, o.start_step), None)
+        return out
 
     def _outcome(self, fut: Future[Outcome], task: Task) -> Outcome:
         try:
@@ -113,9 +145,7 @@ class LocalBackend(Backend):
         their pool broke, are resubmitted without being charged. If no culprit can
         be told apart (e.g. workers die while starting), every task is charged.
         """
-        while not self._started.empty():
-            pid, member, step = self._started.get()
-            self._where[(member, step)] = pid
+        self._stop_reader()
         procs = {**self._procs, **(getattr(self._pool, "_processes", None) or {})}
         lost: list[Task] = []
         for fut, task in list(self._futures.items()):
@@ -155,6 +185,7 @@ class LocalBackend(Backend):
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._stop_reader()
 
     def abort(self) -> None:
         """Stop now (Ctrl-C): running intervals are dropped; resume runs them again."""
@@ -164,6 +195,7 @@ class LocalBackend(Backend):
             p.terminate()
         for p in processes:
             p.join(timeout=5)
+        self._stop_reader()
 
 
 DIED = "worker process died"
