@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import queue
 import signal
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -59,6 +60,9 @@ class LocalBackend(Backend):
         self.devices = devices or ["cpu"]
         self._args = (ClassRef.of(member_cls), checkpoint_dir)
         self._futures: dict[Future[Outcome], Task] = {}
+        # futures put themselves here when done: waiting on 10,000 futures at once
+        # (concurrent.futures.wait) cost O(population) per event
+        self._finished: queue.SimpleQueue[Future[Outcome]] = queue.SimpleQueue()
         self._ready: list[Outcome] = []
         self._pool = self._new_pool()
 
@@ -111,7 +115,11 @@ class LocalBackend(Backend):
         except BrokenProcessPool:  # a worker died since the last wait(): recover, then retry
             self._recover()
             fut = self._pool.submit(_run, task)
+        self._track(fut, task)
+
+    def _track(self, fut: Future[Outcome], task: Task) -> None:
         self._futures[fut] = task
+        fut.add_done_callback(self._finished.put)
 
     def wait(self) -> list[Outcome]:
         if self._ready:
@@ -120,7 +128,13 @@ class LocalBackend(Backend):
         if not self._futures:
             raise RuntimeError("wait() with no task submitted")
         self._procs.update(getattr(self._pool, "_processes", None) or {})
-        done, _ = wait(list(self._futures), return_when=FIRST_COMPLETED)
+        done = [self._finished.get()]
+        while not self._finished.empty():
+            done.append(self._finished.get())
+        # a future of a pool replaced since (or already sorted by _recover) is not ours
+        done = list(dict.fromkeys(f for f in done if f in self._futures))
+        if not done:
+            return self.wait()
         if any(isinstance(f.exception(), BrokenProcessPool) for f in done if not f.cancelled()):
             self._recover()  # sorts every task of the broken pool: culprit, done, or resubmit
             return self.wait()
@@ -177,7 +191,7 @@ class LocalBackend(Backend):
         self._ready += [_died(t, DIED) for t in culprits]
         for task in lost:
             if task not in culprits:
-                self._futures[self._pool.submit(_run, task)] = task
+                self._track(self._pool.submit(_run, task), task)
 
     @property
     def pending(self) -> int:
