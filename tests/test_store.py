@@ -18,6 +18,7 @@ from torchpbt.store import (
     IntervalRecord,
     MemberUpdate,
     SQLStore,
+    StepRecord,
     StoreError,
 )
 
@@ -91,6 +92,31 @@ def test_failed_record_leaves_nothing_behind(store):
                      [EventRecord("explore", 0, 5)], [MemberUpdate(99, {}, 5, None, "training")])
     assert store.intervals(rid) == [] and store.scores(rid) == [] and store.events(rid) == []
     assert store.checkpoints(rid) == []
+
+
+def test_a_batch_of_steps_writes_as_the_steps_would_one_by_one(store):
+    # one statement per table for the whole batch: member 0 is updated twice (by two
+    # different statements) and the later write must win; two intervals wrote the same
+    # content (one key), which PostgreSQL refuses to upsert twice in one statement
+    rid = _new_run(store)
+    store.record_steps(rid, [
+        StepRecord(IntervalRecord(0, 0, 5, {"lr": 0.1}, None, "k1", 0.5),
+                   [EventRecord("continue", 0, 5)],
+                   [MemberUpdate(0, {"lr": 0.1}, 5, "k1", "training")]),
+        StepRecord(IntervalRecord(1, 0, 5, {"lr": 0.2}, None, "k1", 0.7),
+                   [EventRecord("exploit", 0, 5, donor_id=1, donor_step=5)],
+                   [MemberUpdate(0, {"lr": 0.25}, 5, "k1", "training", parent_id=1,
+                                 exploited=True)]),
+        StepRecord(IntervalRecord(2, 0, 5, {"lr": 0.3}, None, "k2", 0.9), [], []),
+    ])
+    m = {r["member_id"]: r for r in store.members(rid)}
+    assert m[0]["hparams"] == {"lr": 0.25} and m[0]["parent_id"] == 1 and m[0]["exploits"] == 1
+    assert m[1]["score"] == 0.7 and m[2]["score"] == 0.9  # no decision for 1, 2: score only
+    assert [(e["kind"], e["member_id"]) for e in store.events(rid)] == [("continue", 0),
+                                                                         ("exploit", 0)]
+    assert [i["member_id"] for i in store.intervals(rid)] == [0, 1, 2]
+    ck = {c["key"]: c for c in store.checkpoints(rid)}
+    assert set(ck) == {"k1", "k2"} and (ck["k1"]["member_id"], ck["k1"]["step"]) == (0, 5)
 
 
 def test_non_finite_scores_are_kept_as_invalid(store):

@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import sessionmaker
 
 from ..faults import crash_point
-from .base import BaseStore, EventRecord, IntervalRecord, MemberUpdate, StepRecord, StoreError
+from .base import BaseStore, EventRecord, MemberUpdate, StepRecord, StoreError
 from .migrate import ensure_schema
 from .models import (
     CheckpointRow,
@@ -125,6 +125,73 @@ def _run_update(state: bool, status: bool) -> Any:
 
 
 _UPDATE_RUN = {(a, b): _run_update(a, b) for a in (False, True) for b in (False, True)}
+_UPDATE_SCORE = update(MemberRow).where(
+    MemberRow.run_id == bindparam("r"), MemberRow.member_id == bindparam("m")
+).values(score=bindparam("v_score"))
+
+
+class _StepRows:
+    """A batch of steps as rows per statement, in the order the steps would write them."""
+
+    def __init__(self, run_id: int) -> None:
+        self.run_id = run_id
+        self.intervals: list[dict[str, Any]] = []
+        self.scores: list[dict[str, Any]] = []
+        # one row per key: a second write of the same content only makes it live again,
+        # which the first row's upsert already does (PostgreSQL refuses one statement
+        # that updates a row twice)
+        self.checkpoints: dict[str, dict[str, Any]] = {}
+        self.events: list[dict[str, Any]] = []
+        self.members: list[tuple[Any, dict[str, Any]]] = []
+
+    def add(self, step: StepRecord) -> None:
+        r, iv = self.run_id, step.interval
+        if iv is not None:
+            score = _finite(iv.score)
+            self.intervals.append({
+                "run_id": r, "member_id": iv.member_id, "start_step": iv.start_step,
+                "end_step": iv.end_step, "hparams": dict(iv.hparams),
+                "start_checkpoint": iv.start_checkpoint, "end_checkpoint": iv.end_checkpoint,
+                "score": score, "loss": _finite(iv.loss), "duration_s": iv.duration_s,
+                "worker": iv.worker, "error": _text(iv.error), "extra": iv.extra})
+            self.scores.append({"run_id": r, "member_id": iv.member_id, "step": iv.end_step,
+                                "score": score, "valid": score is not None})
+            if iv.end_checkpoint:
+                self.checkpoints.setdefault(iv.end_checkpoint, {
+                    "run_id": r, "key": iv.end_checkpoint, "member_id": iv.member_id,
+                    "step": iv.end_step, "size": iv.checkpoint_size})
+        self.events += [
+            {"run_id": r, "kind": ev.kind, "member_id": ev.member_id, "step": ev.step,
+             "donor_id": ev.donor_id, "donor_step": ev.donor_step,
+             "old_hparams": ev.old_hparams, "new_hparams": ev.new_hparams,
+             "operations": ev.operations, "detail": dict(ev.detail)}
+            for ev in step.events]
+        for m in step.members:
+            values: dict[str, Any] = {"r": r, "m": m.member_id, "v_hparams": dict(m.hparams),
+                                      "v_step": m.step, "v_checkpoint": m.checkpoint,
+                                      "v_status": m.status}
+            if m.exploited:
+                values["v_parent_id"] = m.parent_id
+            scored = iv is not None and m.member_id == iv.member_id
+            if scored:
+                values["v_score"] = _finite(iv.score)  # type: ignore[union-attr]
+            self.members.append((_UPDATE_MEMBER[m.exploited, scored], values))
+        if iv is not None and iv.member_id not in {m.member_id for m in step.members}:
+            # no decision for it yet (sync mode waits for the generation): its score is
+            # still its latest
+            self.members.append((_UPDATE_SCORE, {"r": r, "m": iv.member_id,
+                                                 "v_score": _finite(iv.score)}))
+
+    def member_runs(self) -> list[tuple[Any, list[dict[str, Any]]]]:
+        """Member updates in order, each run of one statement as one executemany (the
+        same member may be updated twice in a batch: the later write must win)."""
+        runs: list[tuple[Any, list[dict[str, Any]]]] = []
+        for statement, values in self.members:
+            if runs and runs[-1][0] is statement:
+                runs[-1][1].append(values)
+            else:
+                runs.append((statement, [values]))
+        return runs
 
 
 def _upsert_checkpoint(dialect: str) -> Any:
@@ -220,19 +287,29 @@ class SQLStore(BaseStore):
         member_states: Mapping[int, Mapping[str, Any]] | None = None,
     ) -> None:
         # Core statements, not ORM objects: this runs once per interval and its cost
-        # is pure overhead on top of training.
+        # is pure overhead on top of training. A batch of steps (outcomes that arrived
+        # together) runs each statement once, over all its rows.
+        rows = _StepRows(run_id)
+        for step in steps:
+            rows.add(step)
         with self.engine.begin() as c:
-            for step in steps:
-                self._record_step(c, run_id, step)
+            for statement, params in ((_INSERT_INTERVAL, rows.intervals),
+                                      (_INSERT_SCORE, rows.scores),
+                                      (self._upsert_checkpoint, list(rows.checkpoints.values())),
+                                      (_INSERT_EVENT, rows.events)):
+                if params:
+                    c.execute(statement, params)
+            for statement, params in rows.member_runs():
+                ids = sorted({p["m"] for p in params})
+                self._expect(c, statement, params, f"run {run_id} has no member {ids[0]}"
+                             if len(ids) == 1 else f"run {run_id} lacks a member among {ids}")
             if deleted_checkpoints:
                 c.execute(_FLAG_DELETED, {"r": run_id, "keys": list(deleted_checkpoints)})
             if member_states:
-                done = c.execute(_UPDATE_STATE, [{"r": run_id, "m": i, "state": dict(st)}
-                                                 for i, st in member_states.items()])
-                if done.rowcount != len(member_states) and (
-                        len(member_states) == 1 or c.dialect.supports_sane_multi_rowcount):
-                    raise StoreError(f"run {run_id} lacks the state of a member among "
-                                     f"{sorted(member_states)}")
+                self._expect(c, _UPDATE_STATE, [{"r": run_id, "m": i, "state": dict(st)}
+                                                for i, st in member_states.items()],
+                             f"run {run_id} lacks the state of a member among "
+                             f"{sorted(member_states)}")
             run_values: dict[str, Any] = {"r": run_id, "v_updated_at": utcnow()}
             if scheduler_state is not None:
                 run_values["v_state"] = dict(scheduler_state)
@@ -243,51 +320,13 @@ class SQLStore(BaseStore):
                 raise StoreError(f"no run with id {run_id} in {self.url}")
             crash_point("store_commit")
 
-    def _record_step(self, c: Any, run_id: int, step: StepRecord) -> None:
-        interval = step.interval
-        if interval is not None:
-            self._record_interval(c, run_id, interval)
-        if step.events:
-            c.execute(_INSERT_EVENT, [
-                {"run_id": run_id, "kind": ev.kind, "member_id": ev.member_id,
-                 "step": ev.step, "donor_id": ev.donor_id, "donor_step": ev.donor_step,
-                 "old_hparams": ev.old_hparams, "new_hparams": ev.new_hparams,
-                 "operations": ev.operations, "detail": dict(ev.detail)}
-                for ev in step.events])
-        for m in step.members:
-            values: dict[str, Any] = {"r": run_id, "m": m.member_id,
-                                      "v_hparams": dict(m.hparams), "v_step": m.step,
-                                      "v_checkpoint": m.checkpoint, "v_status": m.status}
-            if m.exploited:
-                values["v_parent_id"] = m.parent_id
-            scored = interval is not None and m.member_id == interval.member_id
-            if scored:
-                values["v_score"] = _finite(interval.score)  # type: ignore[union-attr]
-            done = c.execute(_UPDATE_MEMBER[m.exploited, scored], values)
-            if done.rowcount != 1:
-                raise StoreError(f"run {run_id} has no member {m.member_id}")
-        if interval is not None and interval.member_id not in {m.member_id for m in step.members}:
-            # no decision for it yet (sync mode waits for the generation): its score is
-            # still its latest
-            c.execute(update(MemberRow).where(
-                MemberRow.run_id == run_id, MemberRow.member_id == interval.member_id
-            ).values(score=_finite(interval.score)))
-
-    def _record_interval(self, c: Any, run_id: int, iv: IntervalRecord) -> None:
-        score = _finite(iv.score)
-        c.execute(_INSERT_INTERVAL, {
-            "run_id": run_id, "member_id": iv.member_id, "start_step": iv.start_step,
-            "end_step": iv.end_step, "hparams": dict(iv.hparams),
-            "start_checkpoint": iv.start_checkpoint, "end_checkpoint": iv.end_checkpoint,
-            "score": score, "loss": _finite(iv.loss), "duration_s": iv.duration_s,
-            "worker": iv.worker, "error": _text(iv.error), "extra": iv.extra})
-        c.execute(_INSERT_SCORE, {"run_id": run_id, "member_id": iv.member_id,
-                                     "step": iv.end_step, "score": score,
-                                     "valid": score is not None})
-        if iv.end_checkpoint:
-            c.execute(self._upsert_checkpoint, {
-                "run_id": run_id, "key": iv.end_checkpoint, "member_id": iv.member_id,
-                "step": iv.end_step, "size": iv.checkpoint_size})
+    @staticmethod
+    def _expect(c: Any, statement: Any, params: list[dict[str, Any]], missing: str) -> None:
+        """Run an UPDATE over ``params``; each must have matched its one row."""
+        done = c.execute(statement, params)
+        if done.rowcount != len(params) and (len(params) == 1
+                                             or c.dialect.supports_sane_multi_rowcount):
+            raise StoreError(missing)
 
     # -- reads --------------------------------------------------------------
     def find_run(self, name: str | None = None, run_dir: str | None = None) -> dict[str, Any]:
