@@ -45,6 +45,7 @@ bench: $(BENCH_STAMP)
 	$(PY) benchmarks/pb2.py --member cartpole:CartPoleMember --steps 120 --ready-every 10 \
 		--seeds 8 --name pb2_cartpole
 	$(PY) benchmarks/scale.py
+	$(PY) benchmarks/scale_backends.py
 	$(PY) benchmarks/rl_cartpole.py
 	$(PY) benchmarks/gan.py
 	$(PY) benchmarks/make_table.py
@@ -61,6 +62,7 @@ bench-quick: $(BENCH_STAMP)
 	$(PY) benchmarks/pb2.py --quick --member cartpole:CartPoleMember --steps 20 --ready-every 5 \
 		--name pb2_cartpole
 	$(PY) benchmarks/scale.py --quick
+	$(PY) benchmarks/scale_backends.py --quick
 	$(PY) benchmarks/rl_cartpole.py --quick
 	$(PY) benchmarks/gan.py --quick
 

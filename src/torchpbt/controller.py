@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .backends import Backend, Outcome, Task, derive_seed
-from .backends.worker import KnowledgeTask
+from .backends.worker import KnowledgeTask, task_from_json, task_to_json
 from .checkpoints import CheckpointDir, DeferredDeleter
 from .display import LiveDisplay
 from .distill import KnowledgeSharing, KnowledgeTable
@@ -66,7 +66,7 @@ class Controller:
         """One member's part: its scheduler state, the interval it runs, its retries."""
         task = self.in_flight.get(member_id)
         return {"scheduler": self.scheduler.member_state(member_id),
-                "task": None if task is None else _task_to_json(task),
+                "task": None if task is None else task_to_json(task),
                 "retries": self.retries.get(member_id, 0)}
 
     def member_states(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
@@ -83,7 +83,7 @@ class Controller:
             if part.get("retries"):
                 self.retries[member_id] = part["retries"]
             if part.get("task") is not None:
-                tasks.append(_task_from_json(part["task"], options))
+                tasks.append(task_from_json(part["task"], options))
         if self.sharing and state.get("sharing"):
             self.sharing.table.restore(state["sharing"])
         self.known = {c["key"] for c in self.store.checkpoints(run_id)}
@@ -291,24 +291,6 @@ def _event(d: Decision) -> EventRecord:
             detail["mix"] = d.mix
     return EventRecord(d.action, d.member_id, d.step, d.donor_id, d.donor_step,
                        d.old_hparams, d.hparams, d.operations, detail)
-
-
-def _task_to_json(t: Task) -> dict[str, Any]:
-    """Field by field: ``dataclasses.asdict`` deep-copies every value and was most of an
-    event's cost once thousands of tasks were in flight."""
-    knowledge = None if t.knowledge is None else {"version": t.knowledge.version,
-                                                  "writer": t.knowledge.writer}
-    return {"member_id": t.member_id, "start_step": t.start_step, "steps": t.steps,
-            "hparams": dict(t.hparams), "checkpoint": t.checkpoint, "seed": t.seed,
-            "knowledge": knowledge, "mix": t.mix}
-
-
-def _task_from_json(d: Mapping[str, Any], options: KnowledgeSharing | None) -> Task:
-    k = d.get("knowledge")
-    knowledge = None if k is None or options is None else KnowledgeTask(
-        options, k["version"], k["writer"])
-    return Task(d["member_id"], d["start_step"], d["steps"], dict(d["hparams"]), d["checkpoint"],
-                d["seed"], knowledge, d.get("mix"))
 
 
 class References:

@@ -271,7 +271,7 @@ def _backend(controller: Controller, kind: str, member: type, run_path: Path, wo
     if kind != "workers":
         return make_backend(kind, member, str(run_path / "checkpoints"), workers, devices)
     from .backends.queue import QueueBackend
-    from .controller import _task_to_json
+    from .backends.worker import task_to_json
     from .store.queue import TaskQueue
 
     if progress:
@@ -279,7 +279,7 @@ def _backend(controller: Controller, kind: str, member: type, run_path: Path, wo
         Console(stderr=True).print(
             f"intervals are queued in the store; start workers (any host that sees {run_path}):"
             f"\n  torchpbt worker --storage '{url}' --run '{name}'", soft_wrap=True)
-    return QueueBackend(TaskQueue(controller.store.engine, controller.run_id), _task_to_json,
+    return QueueBackend(TaskQueue(controller.store.engine, controller.run_id), task_to_json,
                         run_path / "knowledge", float(settings.get("worker_timeout", 60.0)))
 
 

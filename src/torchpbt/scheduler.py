@@ -17,105 +17,13 @@ import json
 import math
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from .exploit import MemberView, pick_replacement, quantile_count
 from .explore import ExploreContext, Observation, apply_explore, history_size
 from .population import Population, Ranking
+from .scheduler_types import HISTORY, Decision, Donor, MemberState, PBTConfig, Report
 from .space import Space
-
-
-@dataclass(frozen=True)
-class Report:
-    """A member reached a ready point (or its interval failed)."""
-
-    member_id: int
-    step: int
-    score: float
-    checkpoint: str | None
-    failed: bool = False
-    error: str | None = None
-    bad_checkpoint: str | None = None  # the interval's start checkpoint could not be loaded
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What a member does next. ``action`` is start, continue, exploit, reinit or stop."""
-
-    member_id: int
-    step: int
-    action: str
-    hparams: dict[str, Any]
-    checkpoint: str | None
-    train_steps: int
-    donor_id: int | None = None
-    donor_step: int | None = None
-    old_hparams: dict[str, Any] | None = None
-    operations: dict[str, str] | None = None
-    reason: str = ""
-    score: float | None = None  # the member's latest score (as reported), for the audit
-    donor_score: float | None = None
-    # architecture change (torchpbt.nas): second parent, per-gene origin, shrink-perturb λ/γ
-    mix: dict[str, Any] | None = None
-
-
-Donor = tuple[str | None, dict[str, Any], int, list[float]]  # checkpoint, hparams, step, history
-HISTORY = 100  # scores kept per member for exploit (TTest uses the last `window`)
-
-
-@dataclass
-class MemberState:
-    member_id: int
-    hparams: dict[str, Any]
-    step: int = 0
-    checkpoint: str | None = None
-    history: list[float] = field(default_factory=list)  # oriented: higher is better
-    done: bool = False
-    tiebreak: float = 0.0  # set at each report: how it ranks among equal scores
-    # oriented score of the weights the running interval started from (None: unknown or
-    # failed), so the interval's improvement is measured against what it really began with
-    baseline: float | None = None
-
-    @property
-    def latest(self) -> float | None:
-        return self.history[-1] if self.history else None
-
-
-@dataclass(frozen=True)
-class PBTConfig:
-    population: int
-    ready_every: int
-    steps: int
-    mode: str = "max"
-    burn_in: int = 0
-    inherit_hparams: bool = True
-    explore_when: str = "exploit"  # or "ready": explore at every ready point
-
-    def __post_init__(self) -> None:
-        for name in ("population", "ready_every", "steps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise ValueError(f"{name}={v!r} must be an int; give a whole number, e.g. {name}=10.")
-        if self.population < 2:
-            raise ValueError(
-                f"population={self.population}: PBT needs at least 2 members to exploit; "
-                "pass population=2 or more."
-            )
-        if self.ready_every <= 0:
-            raise ValueError(
-                f"ready_every={self.ready_every}: give a positive number of steps between ready points."
-            )
-        if self.steps <= 0:
-            raise ValueError(f"steps={self.steps}: give a positive per-member step budget.")
-        if self.mode not in ("max", "min"):
-            raise ValueError(f"mode={self.mode!r}: use 'max' (higher score is better) or 'min'.")
-        if isinstance(self.burn_in, bool) or not isinstance(self.burn_in, int) or self.burn_in < 0:
-            raise ValueError(f"burn_in={self.burn_in!r}: give a non-negative number of steps.")
-        if self.explore_when not in ("exploit", "ready"):
-            raise ValueError(
-                f"explore_when={self.explore_when!r}: use 'exploit' (explore after a copy) or 'ready'."
-            )
 
 
 def orient(score: float, mode: str) -> float:

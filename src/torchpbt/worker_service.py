@@ -23,8 +23,13 @@ from typing import Any
 import torch
 
 from .backends.queue import CONTRIBUTIONS, outcome_to_json
-from .backends.worker import IntervalRunner, Outcome, _getattr_path, load_module_from_path
-from .controller import _task_from_json
+from .backends.worker import (
+    IntervalRunner,
+    Outcome,
+    _getattr_path,
+    load_module_from_path,
+    task_from_json,
+)
 from .distill import KnowledgeSharing
 from .resume import member_class_of
 from .store import SQLStore, StoreError
@@ -143,7 +148,7 @@ def _loop(queue: TaskQueue, runner: IntervalRunner, options: KnowledgeSharing | 
                 continue
             idle = poll / 8
             holding, payload = claimed
-            task = _task_from_json(payload, options)
+            task = task_from_json(payload, options)
             with _Heartbeat(queue, holding, runner.name, beat_every):
                 out = runner.run(task)
             kfile = _save_contribution(knowledge_dir, holding, out)

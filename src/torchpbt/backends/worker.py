@@ -15,6 +15,7 @@ import random
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -234,3 +235,23 @@ class IntervalRunner:
         return Outcome(task.member_id, task.start_step, task.start_step + task.steps, score, loss,
                        None, 0, time.perf_counter() - t0, self.name, error,
                        bad_checkpoint=bad_checkpoint)
+
+
+def task_to_json(t: Task) -> dict[str, Any]:
+    """A task as JSON (the store keeps in-flight tasks; the worker queue ships them).
+
+    Field by field: ``dataclasses.asdict`` deep-copies every value and was most of an
+    event's cost once thousands of tasks were in flight."""
+    knowledge = None if t.knowledge is None else {"version": t.knowledge.version,
+                                                  "writer": t.knowledge.writer}
+    return {"member_id": t.member_id, "start_step": t.start_step, "steps": t.steps,
+            "hparams": dict(t.hparams), "checkpoint": t.checkpoint, "seed": t.seed,
+            "knowledge": knowledge, "mix": t.mix}
+
+
+def task_from_json(d: Mapping[str, Any], options: KnowledgeSharing | None) -> Task:
+    k = d.get("knowledge")
+    knowledge = None if k is None or options is None else KnowledgeTask(
+        options, k["version"], k["writer"])
+    return Task(d["member_id"], d["start_step"], d["steps"], dict(d["hparams"]), d["checkpoint"],
+                d["seed"], knowledge, d.get("mix"))
