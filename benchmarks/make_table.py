@@ -25,7 +25,7 @@ same scripts with a tiny budget and writes `*.quick.json`, which this table
 ignores. Each JSON file holds the exact command, git commit, machine, config,
 headline figures, goals and the raw per-seed figures. Timings are ratios
 measured within one run against its own baseline, never absolute seconds
-compared across runs; the exception is `scale`, whose events per second are
+compared across runs; the exceptions are `scale` and `scale_backends`, whose events per second are
 absolute rates on this machine (its notes give the foreign CPU load of each run).
 """
 
