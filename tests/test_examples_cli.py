@@ -36,6 +36,7 @@ def test_toy_example_runs_as_a_file_and_pbt_beats_grid(tmp_path):
     assert best["pbt"] > best["grid"] + 0.2
 
 
+@pytest.mark.timeout(600)  # two CNN runs: ~2 min alone, near the default 300 s on a busy box
 def test_nas_example_runs_as_a_file_and_through_the_cli(tmp_path):
     p = _py(str(EXAMPLES / "nas_cnn.py"), "--population", "8", "--steps", "60",
             "--ready-every", "10", "--backend", "serial", "--quiet", "--run-dir",
