@@ -108,3 +108,64 @@ def test_a_reclaimed_key_is_never_deleted(tmp_path, monkeypatch):
     d.close()
     assert cd.keys() == {a} and [k for _, k in d.drain()] == [b]
     assert d.reclaim(b) is False  # already deleted: the caller must check the file
+
+
+class _FlakyDir:
+    """Unlinks fail for one key, as on a stale NFS handle."""
+
+    def __init__(self) -> None:
+        self.gone: list[str] = []
+
+    def delete(self, key: str) -> None:
+        if key == "bad":
+            raise OSError(116, "Stale file handle")
+        self.gone.append(key)
+
+
+def test_a_failed_unlink_is_logged_and_deletion_goes_on(caplog):
+    d = DeferredDeleter(_FlakyDir())  # type: ignore[arg-type]
+    with caplog.at_level("WARNING", logger="torchpbt"):
+        d.delete(["a", "bad", "b"])
+        d.close()
+        d.delete(["c"])  # the thread was not killed by the failure: later keys go too
+        d.close()
+    assert d.checkpoints.gone == ["a", "b", "c"] and d.pending == 0
+    assert [k for _, k in d.drain()] == ["a", "b", "c"]  # "bad" is not logged as deleted
+    assert "could not delete unused checkpoint bad" in caplog.text
+
+
+@pytest.mark.parametrize("moment", ["before-the-outcome", "during-its-check"])
+def test_an_outcome_is_never_accepted_once_its_file_is_deleted(tmp_path, monkeypatch, moment):
+    # a worker found K on disk (equal weights) and wrote nothing; K had become garbage
+    # and is deleted by the background thread either before the outcome is checked or
+    # right in the middle of the check (forced here): either the deletion is cancelled
+    # and the file stays, or the outcome is retried; never accepted with K gone
+    from collections import deque
+
+    from torchpbt.backends import Outcome, Task
+    from torchpbt.controller import Controller
+
+    cd = CheckpointDir(tmp_path)
+    key, _ = cd.save({"w": torch.zeros(3)})
+    c = Controller.__new__(Controller)  # only what _vanished needs
+    c.checkpoints, c._submits, c._sent = cd, 1, {1: 1}
+    c._collected, c._collected_order = {}, deque()
+    monkeypatch.setattr(DeferredDeleter, "threaded", False)  # deletions run at close()
+    c.deleter = DeferredDeleter(cd, lambda: c._submits)
+    c.deleter.delete([key])
+    if moment == "before-the-outcome":
+        c.deleter.close()
+    else:
+        for name in ("reclaim", "drain"):  # whichever runs first, the deletion follows it
+            original = getattr(DeferredDeleter, name)
+
+            def then_delete(self, *args, _original=original):
+                result = _original(self, *args)
+                self.close()
+                return result
+            monkeypatch.setattr(DeferredDeleter, name, then_delete)
+    retry = c._vanished(Outcome(1, 0, 5, 1.0, None, key, 10, 0.0, "w", None),
+                        Task(1, 0, 5, {}, None, 0))
+    assert cd.file(key).exists() or (retry is not None and retry.kind == "retry")
+    if moment == "before-the-outcome":
+        assert retry is not None and not cd.file(key).exists()

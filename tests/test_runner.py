@@ -196,6 +196,24 @@ def test_local_backend_runs_more_intervals_than_a_pipe_holds(tmp_path):
     assert p.stdout.split()[-1] == "3000"
 
 
+def test_local_backend_keeps_one_start_record_per_worker_not_per_interval(tmp_path):
+    # what a worker started is kept only to blame the right task if it dies: a record
+    # per interval grew with the run's length
+    from torchpbt.backends import LocalBackend, Task
+
+    be = LocalBackend(Quadratic, str(tmp_path / "ckpt"), workers=2)
+    try:
+        for step in range(0, 60, 5):
+            for m in range(2):
+                be.submit(Task(m, step, 5, {"lr": 0.1}, None, step))
+            done = 0
+            while done < 2:
+                done += len(be.wait())
+    finally:
+        be.close()
+    assert 1 <= len(be._current) <= 2  # 24 intervals ran
+
+
 def test_local_backend_survives_a_dying_worker(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCHPBT_TEST_DIE", "1")
     init = [{"lr": 0.05}, {"lr": 0.1}, {"lr": 0.45}, {"lr": 0.2}]

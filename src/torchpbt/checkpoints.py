@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import sys
 import tempfile
@@ -25,6 +26,7 @@ import torch
 from .faults import crash_point
 
 SUFFIX = ".pt"
+log = logging.getLogger("torchpbt")
 
 
 class CheckpointError(RuntimeError):
@@ -138,10 +140,11 @@ class DeferredDeleter:
     An unlink can block for milliseconds (a busy journal, NFS) and the controller
     has nothing to wait for: the store already flags the file deleted. A key whose
     outcome names it again before its turn comes is *reclaimed*: its deletion is
-    cancelled, under the same lock the thread holds while unlinking, so a reclaimed
-    file is never removed. Each deletion is logged with ``clock()`` read *after* the
-    unlink (the controller passes its count of tasks handed out): a task counted
-    later cannot have seen the file.
+    cancelled. The lock is not held during an unlink; a reclaim of the very key being
+    unlinked waits for it to finish (and then finds it deleted). Each deletion is
+    logged with ``clock()`` read *after* the unlink (the controller passes its count
+    of tasks handed out): a task counted later cannot have seen the file. A key whose
+    unlink fails is logged and skipped: its file stays, to be collected on resume.
     """
 
     threaded = True  # False: deletions wait for close() (tests use it to fix the timing)
@@ -151,6 +154,7 @@ class DeferredDeleter:
         self._deleted: list[tuple[int, str]] = []
         self._pending: set[str] = set()
         self._order: deque[str] = deque()
+        self._unlinking: str | None = None
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
@@ -162,15 +166,18 @@ class DeferredDeleter:
                 if key not in self._pending:
                     self._pending.add(key)
                     self._order.append(key)
-            self._wake.notify()
+            self._wake.notify_all()
             if self.threaded and self._thread is None and self._order:
                 self._thread = threading.Thread(target=self._work, name="torchpbt-gc",
                                                 daemon=True)
                 self._thread.start()
 
     def reclaim(self, key: str) -> bool:
-        """Cancel ``key``'s deletion; True if it was pending (so its file is still there)."""
+        """Cancel ``key``'s deletion; True if it was pending (so its file is still there).
+        False means it was never queued or is deleted, and logged for :meth:`drain`."""
         with self._lock:
+            while self._unlinking == key:
+                self._wake.wait()
             if key in self._pending:
                 self._pending.discard(key)
                 return True
@@ -189,10 +196,22 @@ class DeferredDeleter:
                 if not self._order:
                     return
                 key = self._order.popleft()
-                if key in self._pending:  # not reclaimed meanwhile
-                    self._pending.discard(key)
-                    self.checkpoints.delete(key)
+                if key not in self._pending:  # reclaimed meanwhile
+                    continue
+                self._pending.discard(key)
+                self._unlinking = key
+            try:
+                self.checkpoints.delete(key)
+                done = True
+            except OSError as exc:
+                log.warning("could not delete unused checkpoint %s (%s); it is collected "
+                            "when the run resumes", key[:12], exc)
+                done = False
+            with self._lock:
+                if done:
                     self._deleted.append((self.clock(), key))
+                self._unlinking = None
+                self._wake.notify_all()
 
     def drain(self) -> list[tuple[int, str]]:
         """The (clock, key) of each deletion done since the last call, oldest first."""
@@ -204,7 +223,7 @@ class DeferredDeleter:
         """Finish every pending deletion (a run's end leaves only referenced files)."""
         with self._lock:
             self._closing = True
-            self._wake.notify()
+            self._wake.notify_all()
             thread = self._thread
         if thread is not None:
             thread.join()

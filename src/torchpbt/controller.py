@@ -180,11 +180,12 @@ class Controller:
         arrived, the outcome names a file that is gone: run the interval again, uncharged
         (it was not the member's fault)."""
         sent = self._sent.pop(out.member_id, 0)
+        # collected, but the deleter had not got to its file yet: it stays. Reclaim first:
+        # a key it did not find pending is deleted and logged, so the drain below sees it
+        kept = out.checkpoint is not None and self.deleter.reclaim(out.checkpoint)
         for n, key in self.deleter.drain():
             self._collected[key] = n
             self._collected_order.append((n, key))
-        # collected, but the deleter had not got to its file yet: it stays
-        kept = out.checkpoint is not None and self.deleter.reclaim(out.checkpoint)
         gone = out.checkpoint is not None and not kept and self._collected.get(
             out.checkpoint, -1) >= sent and not self.checkpoints.file(out.checkpoint).exists()
         # forget what no task still running can have seen (O(1) per event: with 10,000

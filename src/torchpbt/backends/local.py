@@ -73,13 +73,15 @@ class LocalBackend(Backend):
             slots.put(i)
         threads = max(1, (os.cpu_count() or 1) // self.workers)
         self._started = ctx.SimpleQueue()
-        self._where: dict[tuple[int, int], int] = {}  # (member, start step) → worker pid
+        # worker pid → (member, start step) of the task it began last: what it was running
+        # if it died (bounded by the number of processes, whatever the run's length)
+        self._current: dict[int, tuple[int, int]] = {}
         self._procs: dict[int, Any] = {}  # pid → Process; the pool forgets them once broken
         # read as they come: a pipe nobody reads fills up (~2,000 records) and the
         # worker's next put() blocks forever, which hung every run of that many intervals
         self._stop = threading.Event()
         self._reader = threading.Thread(target=self._read_started,
-                                        args=(self._started, self._where, self._stop),
+                                        args=(self._started, self._current, self._stop),
                                         daemon=True)
         self._reader.start()
         return ProcessPoolExecutor(
@@ -88,7 +90,7 @@ class LocalBackend(Backend):
         )
 
     @staticmethod
-    def _read_started(queue: Any, where: dict[tuple[int, int], int],
+    def _read_started(queue: Any, current: dict[int, tuple[int, int]],
                       stop: threading.Event) -> None:
         # polls rather than blocks: the controller never writes to this queue (a worker
         # killed inside put() would hold its write lock forever), so no sentinel can come
@@ -100,12 +102,12 @@ class LocalBackend(Backend):
                     stop.wait(0.01)
                     continue
                 pid, member, step = queue.get()
-                where[(member, step)] = pid
+                current[pid] = (member, step)
         except (EOFError, OSError):  # the pool is gone
             return
 
     def _stop_reader(self) -> None:
-        """Every record put before this call is in ``_where`` once it returns."""
+        """Every record put before this call is in ``_current`` once it returns."""
         self._stop.set()
         self._reader.join(timeout=10)
 
@@ -138,10 +140,7 @@ class LocalBackend(Backend):
         if any(isinstance(f.exception(), BrokenProcessPool) for f in done if not f.cancelled()):
             self._recover()  # sorts every task of the broken pool: culprit, done, or resubmit
             return self.wait()
-        out = [self._outcome(f, self._futures.pop(f)) for f in done]
-        for o in out:  # done: only a lost task's record is ever looked up
-            self._where.pop((o.member_id, o.start_step), None)
-        return out
+        return [self._outcome(f, self._futures.pop(f)) for f in done]
 
     def _outcome(self, fut: Future[Outcome], task: Task) -> Outcome:
         try:
@@ -171,8 +170,10 @@ class LocalBackend(Backend):
                 lost.append(task)
         self._futures.clear()
 
+        running = {task: pid for pid, task in self._current.items()}
+
         def died_itself(task: Task) -> bool:
-            proc = procs.get(self._where.get((task.member_id, task.start_step), -1))
+            proc = procs.get(running.get((task.member_id, task.start_step), -1))
             if proc is None:
                 return False
             # the pool terminates every worker once one dies: after the join, the culprit
