@@ -241,6 +241,21 @@ def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
     return float(stats.ttest_ind(list(a), list(b), equal_var=False).pvalue)
 
 
+def initial_hparams(result: Any) -> list[dict[str, Any]]:
+    """Each member's starting hparams, in member order: what a paired comparison shares."""
+    start = sorted((e["member_id"], e["new_hparams"]) for e in result.events
+                   if e["kind"] == "start")
+    return [h for _, h in start]
+
+
+def check_paired(label: str, pair: Mapping[str, Mapping[str, Any]]) -> None:
+    """Refuse a comparison whose methods did not start from the same population."""
+    first, *others = (r["initial_hparams"] for r in pair.values())
+    if any(o != first for o in others):
+        raise RuntimeError(f"{label}: the methods started from different populations; the "
+                           "comparison would not be paired")
+
+
 def best_per_step(scores: Sequence[Mapping[str, Any]], mode: str = "max") -> dict[int, float]:
     """From ``Result.scores``: the best valid score over the population at each step."""
     pick = max if mode == "max" else min

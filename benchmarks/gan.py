@@ -59,8 +59,6 @@ def one_run(method: str, seed: int, cfg: dict) -> dict:
         seconds = time.perf_counter() - t0
         test = test_stats(result)  # needs the checkpoint: before the directory goes
     curve = C.best_per_step(result.scores, result.mode)
-    initial = sorted((e["member_id"], e["new_hparams"]) for e in result.events
-                     if e["kind"] == "start")
     final = [m["score"] for m in result.members]
     return {"seed": seed, "method": method, "best": result.best_score,
             "best_test": test["matched_mass"], "modes_test": test["modes"],
@@ -68,7 +66,7 @@ def one_run(method: str, seed: int, cfg: dict) -> dict:
             "best_hparams": result.best_hparams, "exploits": len(result.exploits),
             "trained_steps": sum(iv["end_step"] - iv["start_step"] for iv in result.intervals),
             "seconds": round(seconds, 2), "steps": list(curve),
-            "best_per_step": list(curve.values()), "initial_hparams": [h for _, h in initial]}
+            "best_per_step": list(curve.values()), "initial_hparams": C.initial_hparams(result)}
 
 
 def main(argv=None) -> None:
@@ -96,8 +94,7 @@ def main(argv=None) -> None:
             pair = {m: one_run(m, seed, cfg) for m in METHODS}
             runs += pair.values()
             bar.advance(task, 2)
-            if pair["pbt"]["initial_hparams"] != pair["random"]["initial_hparams"]:
-                raise RuntimeError(f"seed {seed}: the methods started from different populations")
+            C.check_paired(f"seed {seed}", pair)
             for r in pair.values():
                 if r["trained_steps"] != cfg["population"] * cfg["steps"]:
                     raise RuntimeError(f"{r['method']} seed {seed}: unequal compute")

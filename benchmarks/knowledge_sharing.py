@@ -72,8 +72,6 @@ def one_run(dataset: str, method: str, seed: int, cfg: dict, sharing_opts: dict 
     values = [curve.get(s, math.nan) for s in axis]
     thr = cfg["thresholds"][dataset]
     first, reached = steps_to({"steps": axis, "best_val_per_step": values}, thr, cfg["steps"])
-    initial = sorted((e["member_id"], e["new_hparams"]) for e in result.events
-                     if e["kind"] == "start")
     extras = [iv.get("extra") or {} for iv in result.intervals]
     versions = [e for e in result.events if e["kind"] == "knowledge"]
     return {"dataset": dataset, "method": method, "seed": seed,
@@ -88,7 +86,7 @@ def one_run(dataset: str, method: str, seed: int, cfg: dict, sharing_opts: dict 
             "table_entries": versions[-1]["detail"]["entries"] if versions else 0,
             "trained_steps": sum(iv["end_step"] - iv["start_step"] for iv in result.intervals),
             "seconds": round(seconds, 2), "steps": axis, "best_val_per_step": values,
-            "initial_hparams": [h for _, h in initial]}
+            "initial_hparams": C.initial_hparams(result)}
 
 
 def steps_to(run: dict, threshold: float, budget: int) -> tuple[int, bool]:
@@ -223,9 +221,7 @@ def main(argv=None) -> None:
                     runs.append(r)
                     by[ds][m].append(r)
                     bar.advance(task)
-                if pair["plain"]["initial_hparams"] != pair["ks"]["initial_hparams"]:
-                    raise RuntimeError(f"{ds} seed {seed}: the two methods started from "
-                                       "different populations; the comparison is not paired")
+                C.check_paired(f"{ds} seed {seed}", pair)
                 bar.console.print(
                     f"{ds} seed {seed}: test plain {pair['plain']['best_test']:.4f} "
                     f"ks {pair['ks']['best_test']:.4f}; steps to {THRESHOLDS[ds]} plain "

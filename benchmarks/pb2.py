@@ -76,8 +76,6 @@ def one_run(work: Workload, method: str, population: int, seed: int) -> dict:
                              backend="serial", run_dir=run_dir, progress=False)
         seconds = time.perf_counter() - t0
     curve = C.best_per_step(result.scores, result.mode)
-    initial = sorted((e["member_id"], e["new_hparams"]) for e in result.events
-                     if e["kind"] == "start")
     ops = [set(e["operations"].values()) for e in result.exploits]
     return {"workload": work.name, "method": method, "population": population, "seed": seed,
             "best": result.best_score, "best_hparams": result.best_hparams,
@@ -85,7 +83,7 @@ def one_run(work: Workload, method: str, population: int, seed: int) -> dict:
             "exploits": len(ops), "gp_picks": sum(o == {"pb2"} for o in ops),
             "seconds": round(seconds, 2), "foreign_cpu_s": round(foreign.seconds, 2),
             "steps": list(curve), "best_per_step": list(curve.values()),
-            "initial_hparams": [h for _, h in initial]}
+            "initial_hparams": C.initial_hparams(result)}
 
 
 def summarize(work: Workload, population: int, runs: list[dict]) -> dict[str, float]:
@@ -157,9 +155,7 @@ def main(argv=None) -> None:
             for seed in range(seeds):
                 pair = {m: one_run(work, m, pop, seed) for m in METHODS}
                 bar.advance(task, len(METHODS))
-                if pair["pbt"]["initial_hparams"] != pair["pb2"]["initial_hparams"]:
-                    raise RuntimeError(f"seed {seed}: different initial populations; the "
-                                       "comparison would not be paired")
+                C.check_paired(f"seed {seed}", pair)
                 these += pair.values()
                 bar.console.print(
                     f"pop {pop} seed {seed}: pbt {pair['pbt']['best']:.4f}, pb2 "

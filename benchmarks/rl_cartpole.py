@@ -65,15 +65,13 @@ def one_run(method: str, seed: int, cfg: dict) -> dict:
     for iv in result.intervals:
         per_member[iv["member_id"]] = (per_member.get(iv["member_id"], 0)
                                        + (iv["end_step"] - iv["start_step"]) * ENV_STEPS_PER_STEP)
-    initial = sorted((e["member_id"], e["new_hparams"]) for e in result.events
-                     if e["kind"] == "start")
     return {"seed": seed, "method": method, "best": result.best_score, "best_test": test,
             "population_mean": statistics.fmean(m["score"] for m in result.members),
             "env_steps_to_target": reached, "env_steps_per_member": per_member,
             "best_hparams": result.best_hparams, "exploits": len(result.exploits),
             "failed_intervals": sum(1 for iv in result.intervals if iv["error"]),
             "seconds": round(seconds, 2), "env_steps": env_steps,
-            "best_per_step": list(curve.values()), "initial_hparams": [h for _, h in initial]}
+            "best_per_step": list(curve.values()), "initial_hparams": C.initial_hparams(result)}
 
 
 def main(argv=None) -> None:
@@ -108,8 +106,7 @@ def main(argv=None) -> None:
                 pair[m] = one_run(m, seed, cfg)
                 bar.advance(task)
             runs += pair.values()
-            if pair["pbt"]["initial_hparams"] != pair["random"]["initial_hparams"]:
-                raise RuntimeError(f"seed {seed}: the methods started from different populations")
+            C.check_paired(f"seed {seed}", pair)
             for r in pair.values():
                 if set(r["env_steps_per_member"].values()) != {budget}:
                     raise RuntimeError(f"{r['method']} seed {seed}: unequal env steps "

@@ -40,8 +40,6 @@ def one_run(method: str, seed: int, cfg: dict) -> dict:
         seconds = time.perf_counter() - t0
         test = test_accuracy(result)  # needs the checkpoint: before the directory goes
     curve = C.best_per_step(result.scores, result.mode)
-    initial = sorted((e["member_id"], e["new_hparams"]) for e in result.events
-                     if e["kind"] == "start")
     steps = sum(iv["end_step"] - iv["start_step"] for iv in result.intervals)
     return {"seed": seed, "method": method, "best_val": result.best_score, "best_test": test,
             "best_member": result.best_member_id, "best_hparams": result.best_hparams,
@@ -49,7 +47,7 @@ def one_run(method: str, seed: int, cfg: dict) -> dict:
             "failed_intervals": sum(1 for iv in result.intervals if iv["error"]),
             "trained_steps": steps, "seconds": round(seconds, 2),
             "steps": list(curve), "best_val_per_step": list(curve.values()),
-            "initial_hparams": [h for _, h in initial]}
+            "initial_hparams": C.initial_hparams(result)}
 
 
 def main(argv=None) -> None:
@@ -85,9 +83,7 @@ def main(argv=None) -> None:
                 pair[method] = one_run(method, seed, cfg)
                 runs.append(pair[method])
                 bar.advance(task)
-            if pair["pbt"]["initial_hparams"] != pair["random"]["initial_hparams"]:
-                raise RuntimeError(f"seed {seed}: the two methods started from different "
-                                   "populations; the comparison would not be paired")
+            C.check_paired(f"seed {seed}", pair)
             expected = cfg["population"] * cfg["steps"]
             for r in pair.values():
                 if r["trained_steps"] != expected:
