@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,19 @@ def _by_store(rows: list[dict], store: str) -> list[dict]:
     return sorted((r for r in rows if r["store"] == store), key=lambda r: r["population"])
 
 
+def _per_store(ax: Any, rows: list[dict], colors: dict[str, str],
+               series: list[tuple[str, Callable[[dict], float], str, float]]) -> None:
+    """One line per (store, series) against population."""
+    for store, color in colors.items():
+        rs = _by_store(rows, store)
+        if not rs:
+            continue
+        ns = [r["population"] for r in rs]
+        for label, value, style, alpha in series:
+            ax.plot(ns, [value(r) for r in rs], style, color=color, alpha=alpha,
+                    label=f"{store}: {label}")
+
+
 def plot(path: Path, rows: list[dict], sizes: list[dict]) -> Path:
     """Events/s, memory and bytes committed per step against the population."""
     import matplotlib
@@ -86,33 +100,21 @@ def plot(path: Path, rows: list[dict], sizes: list[dict]) -> Path:
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), dpi=110)
     colors = {"sqlite": "tab:blue", "postgresql": "tab:orange"}
+    _per_store(axes[0], rows, colors, [
+        ("steady state", lambda r: r["steady_events_per_s"], "o-", 1.0),
+        ("controller only", lambda r: r["steady_controller_only_events_per_s"], "^:", 0.6),
+        ("generation 1", lambda r: r["gen1_events_per_s"], "s--", 0.6)])
     ax = axes[0]
-    for store in colors:
-        rs = _by_store(rows, store)
-        if not rs:
-            continue
-        ns = [r["population"] for r in rs]
-        ax.plot(ns, [r["steady_events_per_s"] for r in rs], "o-", color=colors[store],
-                label=f"{store}: steady state")
-        ax.plot(ns, [r["steady_controller_only_events_per_s"] for r in rs], "^:",
-                color=colors[store], alpha=0.6, label=f"{store}: controller only")
-        ax.plot(ns, [r["gen1_events_per_s"] for r in rs], "s--", color=colors[store],
-                alpha=0.6, label=f"{store}: generation 1")
     ax.axhline(GOAL_EVENTS_PER_S, color="grey", ls=":", label="goal (10,000 members, SQLite)")
     ax.set(xscale="log", yscale="log", xlabel="population", ylabel="ready events / s",
            title="events handled per second (serial backend)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="lower left")
+    _per_store(axes[1], rows, colors, [
+        ("peak RSS", lambda r: r["rss_peak_mb"], "o-", 1.0),
+        ("peak − after imports", lambda r: r["rss_peak_mb"] - r["rss_after_imports_mb"], "s--",
+         0.6)])
     ax = axes[1]
-    for store in colors:
-        rs = _by_store(rows, store)
-        if not rs:
-            continue
-        ns = [r["population"] for r in rs]
-        ax.plot(ns, [r["rss_peak_mb"] for r in rs], "o-", color=colors[store],
-                label=f"{store}: peak RSS")
-        ax.plot(ns, [r["rss_peak_mb"] - r["rss_after_imports_mb"] for r in rs], "s--",
-                color=colors[store], alpha=0.6, label=f"{store}: peak − after imports")
     ax.set(xscale="log", yscale="log", xlabel="population", ylabel="MB",
            title="controller process memory")
     ax.grid(alpha=0.3, which="both")
