@@ -251,3 +251,40 @@ def test_nul_characters_in_an_error_are_kept_visible(store):
     store.record(rid, IntervalRecord(0, 0, 5, {"lr": 0.1}, None, None, None,
                                      error="bad\x00byte"), [], [])
     assert store.intervals(rid)[0]["error"] == "bad\\x00byte"
+
+
+def test_one_update_over_many_members_checks_every_row(store):
+    # the members' updates of a batch run as one executemany on the driver: each row
+    # must have matched (the drivers sum the rows an executemany changed)
+    rid = _new_run(store)
+    steps = [StepRecord(IntervalRecord(i, 0, 5, {"lr": 0.1}, None, f"k{i}", 0.5 + i),
+                        [], [MemberUpdate(i, {"lr": 0.2}, 5, f"k{i}", "training")])
+             for i in range(3)]
+    store.record_steps(rid, steps)
+    assert [(m["step"], m["score"]) for m in store.members(rid)] == [(5, 0.5), (5, 1.5), (5, 2.5)]
+    bad = [StepRecord(None, [], [MemberUpdate(i, {"lr": 0.3}, 10, None, "training")])
+           for i in (0, 99, 1)]
+    with pytest.raises(StoreError, match=r"lacks a member among \[0, 1, 99\]"):
+        store.record_steps(rid, bad)
+    assert [m["step"] for m in store.members(rid)] == [5, 5, 5]  # all or nothing
+
+
+def test_flagged_checkpoints_are_deleted_and_others_kept(store):
+    rid = _new_run(store)
+    store.record_steps(rid, [StepRecord(IntervalRecord(i, 0, 5, {"lr": 0.1}, None, f"k{i}", 0.5))
+                             for i in range(3)])
+    store.record(rid, None, [], [], deleted_checkpoints=["k0", "k2"])
+    assert [c["key"] for c in store.checkpoints(rid)] == ["k1"]
+    flags = {c["key"]: c["deleted"] for c in store.checkpoints(rid, include_deleted=True)}
+    assert flags == {"k0": True, "k1": False, "k2": True}
+
+
+def test_a_statement_that_needs_sqlalchemy_at_run_time_is_not_prepared(store):
+    from sqlalchemy import insert
+
+    from torchpbt.store.models import ScoreRow
+    from torchpbt.store.step_sql import Prepared
+
+    # created_at has a Python default: run on the driver, it would be left empty
+    with pytest.raises(ValueError, match="give every value"):
+        Prepared(insert(ScoreRow), store.engine.dialect, ["run_id", "member_id", "step"])

@@ -51,6 +51,7 @@ class Controller:
         self.run_id = -1
         self.completed = 0  # intervals that came back with a checkpoint, this process
         self.listeners: list[Any] = []  # called after each committed step (e.g. TensorBoard)
+        self._committed_global: dict[str, Any] | None = None  # as last written, if known
         self.crashes = 0
 
     # -- persistent state ---------------------------------------------------
@@ -61,6 +62,12 @@ class Controller:
         """What all members share: the scheduler's RNG, the knowledge table's version."""
         return {"scheduler": self.scheduler.global_state(),
                 "sharing": self.sharing.table.state() if self.sharing else None}
+
+    def _changed_global_state(self) -> dict[str, Any] | None:
+        """The global state if it changed since this process last committed it, else
+        None: its RNG alone is 4 KB, and most steps draw no random number."""
+        state = self.global_state()
+        return None if state == self._committed_global else state
 
     def member_state(self, member_id: int) -> dict[str, Any]:
         """One member's part: its scheduler state, the interval it runs, its retries."""
@@ -104,9 +111,10 @@ class Controller:
         self.in_flight = {t.member_id: t for t in tasks}
         for t in tasks:
             self.refs.add(_task_keys([t]))
+        state = self.global_state()
         self.run_id = self.store.create_run(name, settings, space.to_dict(), members, events,
-                                            self.global_state(),
-                                            self.member_states(self.scheduler.members))
+                                            state, self.member_states(self.scheduler.members))
+        self._committed_global = state
         return tasks
 
     # -- the loop -----------------------------------------------------------
@@ -156,9 +164,12 @@ class Controller:
         # these steps let go of (or wrote) can have become garbage
         garbage = sorted(k for k in released if k in self.known and not self.refs.count[k])
         touched = set().union(*(s.touched for s in steps))
-        self.store.record_steps(self.run_id, [s.record for s in steps], self.global_state(),
+        state = self._changed_global_state()
+        self.store.record_steps(self.run_id, [s.record for s in steps], state,
                                 deleted_checkpoints=garbage,
                                 member_states=self.member_states(touched))
+        if state is not None:
+            self._committed_global = state
         crash_point("after_commit")
         self.deleter.delete(garbage)  # after the commit: a crash leaves only stray files
         self.known -= set(garbage)

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import bindparam, create_engine, event, insert, inspect, select, text, update
+from sqlalchemy import create_engine, event, insert, inspect, select, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import sessionmaker
@@ -35,16 +35,10 @@ from .models import (
     ScoreRow,
     utcnow,
 )
+from .step_sql import Prepared, StepRows, StepStatements
 
 NAME_LENGTH = Run.__table__.c.name.type.length
 _RUN_LOCK = 0x74706275  # advisory lock class for "controls run N" ("tpbu")
-
-
-def _finite(x: float | None) -> float | None:
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
 
 
 def _strict(obj: Any) -> Any:
@@ -67,11 +61,6 @@ def json_dumps(obj: Any) -> str:
         return json.dumps(_strict(obj), allow_nan=False)
 
 
-def _text(s: str | None) -> str | None:
-    """PostgreSQL text cannot hold NUL characters (a traceback might)."""
-    return s.replace("\x00", "\\x00") if s else s
-
-
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")  # readers (status/report) never block the run
@@ -88,120 +77,6 @@ def _row(obj: Any) -> dict[str, Any]:
             v = v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v.astimezone(timezone.utc)
             out[k] = v.isoformat()
     return out
-
-
-# The statements a step runs, built once: building and hashing a statement costs more
-# than SQLite takes to run it (~0.1-0.7 ms each), and a step runs several.
-_UPDATE_STATE = update(MemberStateRow).where(
-    MemberStateRow.run_id == bindparam("r"), MemberStateRow.member_id == bindparam("m")
-).values(state=bindparam("state"))
-_INSERT_INTERVAL, _INSERT_SCORE, _INSERT_EVENT = insert(IntervalRow), insert(ScoreRow), insert(EventRow)
-_FLAG_DELETED = update(CheckpointRow).where(
-    CheckpointRow.run_id == bindparam("r"), CheckpointRow.key.in_(bindparam("keys", expanding=True))
-).values(deleted=True)
-
-
-def _member_update(exploited: bool, scored: bool) -> Any:
-    values: dict[str, Any] = {c: bindparam(f"v_{c}") for c in ("hparams", "step", "checkpoint",
-                                                              "status")}
-    if exploited:
-        values.update(parent_id=bindparam("v_parent_id"), exploits=MemberRow.exploits + 1)
-    if scored:
-        values["score"] = bindparam("v_score")
-    return update(MemberRow).where(MemberRow.run_id == bindparam("r"),
-                                   MemberRow.member_id == bindparam("m")).values(**values)
-
-
-_UPDATE_MEMBER = {(e, s): _member_update(e, s) for e in (False, True) for s in (False, True)}
-
-
-def _run_update(state: bool, status: bool) -> Any:
-    values: dict[str, Any] = {"updated_at": bindparam("v_updated_at")}
-    if state:
-        values["scheduler_state"] = bindparam("v_state")
-    if status:
-        values["status"] = bindparam("v_status")
-    return update(Run).where(Run.id == bindparam("r")).values(**values)
-
-
-_UPDATE_RUN = {(a, b): _run_update(a, b) for a in (False, True) for b in (False, True)}
-_UPDATE_SCORE = update(MemberRow).where(
-    MemberRow.run_id == bindparam("r"), MemberRow.member_id == bindparam("m")
-).values(score=bindparam("v_score"))
-
-
-class _StepRows:
-    """A batch of steps as rows per statement, in the order the steps would write them."""
-
-    def __init__(self, run_id: int) -> None:
-        self.run_id = run_id
-        self.intervals: list[dict[str, Any]] = []
-        self.scores: list[dict[str, Any]] = []
-        # one row per key: a second write of the same content only makes it live again,
-        # which the first row's upsert already does (PostgreSQL refuses one statement
-        # that updates a row twice)
-        self.checkpoints: dict[str, dict[str, Any]] = {}
-        self.events: list[dict[str, Any]] = []
-        self.members: list[tuple[Any, dict[str, Any]]] = []
-
-    def add(self, step: StepRecord) -> None:
-        r, iv = self.run_id, step.interval
-        if iv is not None:
-            score = _finite(iv.score)
-            self.intervals.append({
-                "run_id": r, "member_id": iv.member_id, "start_step": iv.start_step,
-                "end_step": iv.end_step, "hparams": dict(iv.hparams),
-                "start_checkpoint": iv.start_checkpoint, "end_checkpoint": iv.end_checkpoint,
-                "score": score, "loss": _finite(iv.loss), "duration_s": iv.duration_s,
-                "worker": iv.worker, "error": _text(iv.error), "extra": iv.extra})
-            self.scores.append({"run_id": r, "member_id": iv.member_id, "step": iv.end_step,
-                                "score": score, "valid": score is not None})
-            if iv.end_checkpoint:
-                self.checkpoints.setdefault(iv.end_checkpoint, {
-                    "run_id": r, "key": iv.end_checkpoint, "member_id": iv.member_id,
-                    "step": iv.end_step, "size": iv.checkpoint_size})
-        self.events += [
-            {"run_id": r, "kind": ev.kind, "member_id": ev.member_id, "step": ev.step,
-             "donor_id": ev.donor_id, "donor_step": ev.donor_step,
-             "old_hparams": ev.old_hparams, "new_hparams": ev.new_hparams,
-             "operations": ev.operations, "detail": dict(ev.detail)}
-            for ev in step.events]
-        for m in step.members:
-            values: dict[str, Any] = {"r": r, "m": m.member_id, "v_hparams": dict(m.hparams),
-                                      "v_step": m.step, "v_checkpoint": m.checkpoint,
-                                      "v_status": m.status}
-            if m.exploited:
-                values["v_parent_id"] = m.parent_id
-            scored = iv is not None and m.member_id == iv.member_id
-            if scored:
-                values["v_score"] = _finite(iv.score)  # type: ignore[union-attr]
-            self.members.append((_UPDATE_MEMBER[m.exploited, scored], values))
-        if iv is not None and iv.member_id not in {m.member_id for m in step.members}:
-            # no decision for it yet (sync mode waits for the generation): its score is
-            # still its latest
-            self.members.append((_UPDATE_SCORE, {"r": r, "m": iv.member_id,
-                                                 "v_score": _finite(iv.score)}))
-
-    def member_runs(self) -> list[tuple[Any, list[dict[str, Any]]]]:
-        """Member updates in order, each run of one statement as one executemany (the
-        same member may be updated twice in a batch: the later write must win)."""
-        runs: list[tuple[Any, list[dict[str, Any]]]] = []
-        for statement, values in self.members:
-            if runs and runs[-1][0] is statement:
-                runs[-1][1].append(values)
-            else:
-                runs.append((statement, [values]))
-        return runs
-
-
-def _upsert_checkpoint(dialect: str) -> Any:
-    """Insert a checkpoint row; identical content written again (dedup) is live again."""
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    return dialect_insert(CheckpointRow).on_conflict_do_update(
-        index_elements=["run_id", "key"], set_={"deleted": False})
 
 
 class SQLStore(BaseStore):
@@ -226,7 +101,7 @@ class SQLStore(BaseStore):
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
-        self._upsert_checkpoint = _upsert_checkpoint(self.engine.dialect.name)
+        self._steps = StepStatements(self.engine.dialect)
         try:
             ensure_schema(self.engine, url, create)
         except OperationalError as exc:
@@ -286,46 +161,47 @@ class SQLStore(BaseStore):
         status: str | None = None,
         member_states: Mapping[int, Mapping[str, Any]] | None = None,
     ) -> None:
-        # Core statements, not ORM objects: this runs once per interval and its cost
-        # is pure overhead on top of training. A batch of steps (outcomes that arrived
-        # together) runs each statement once, over all its rows.
-        rows = _StepRows(run_id)
+        # Prepared statements on the driver's cursor (step_sql.py): this runs once per
+        # interval and its cost is pure overhead on top of training. A batch of steps
+        # (outcomes that arrived together) runs each statement once, over all its rows.
+        now = utcnow()
+        rows = StepRows(self._steps, run_id, now)
         for step in steps:
             rows.add(step)
         with self.engine.begin() as c:
-            for statement, params in ((_INSERT_INTERVAL, rows.intervals),
-                                      (_INSERT_SCORE, rows.scores),
-                                      (self._upsert_checkpoint, list(rows.checkpoints.values())),
-                                      (_INSERT_EVENT, rows.events)):
+            cursor = c.connection.cursor()
+            for statement, params in rows.inserts():
                 if params:
-                    c.execute(statement, params)
+                    statement.run(cursor, params)
             for statement, params in rows.member_runs():
                 ids = sorted({p["m"] for p in params})
-                self._expect(c, statement, params, f"run {run_id} has no member {ids[0]}"
+                self._expect(cursor, statement, params, f"run {run_id} has no member {ids[0]}"
                              if len(ids) == 1 else f"run {run_id} lacks a member among {ids}")
             if deleted_checkpoints:
-                c.execute(_FLAG_DELETED, {"r": run_id, "keys": list(deleted_checkpoints)})
+                self._steps.flag_deleted.run(cursor, [{"r": run_id, "k": k}
+                                                      for k in deleted_checkpoints])
             if member_states:
-                self._expect(c, _UPDATE_STATE, [{"r": run_id, "m": i, "state": dict(st)}
-                                                for i, st in member_states.items()],
+                self._expect(cursor, self._steps.update_state,
+                             [{"r": run_id, "m": i, "state": dict(st)}
+                              for i, st in member_states.items()],
                              f"run {run_id} lacks the state of a member among "
                              f"{sorted(member_states)}")
-            run_values: dict[str, Any] = {"r": run_id, "v_updated_at": utcnow()}
+            run_values: dict[str, Any] = {"r": run_id, "v_updated_at": now}
             if scheduler_state is not None:
                 run_values["v_state"] = dict(scheduler_state)
             if status is not None:
                 run_values["v_status"] = status
-            statement = _UPDATE_RUN[scheduler_state is not None, status is not None]
-            if c.execute(statement, run_values).rowcount != 1:
+            statement = self._steps.update_run[scheduler_state is not None, status is not None]
+            if statement.run(cursor, [run_values]) != 1:
                 raise StoreError(f"no run with id {run_id} in {self.url}")
             crash_point("store_commit")
 
-    @staticmethod
-    def _expect(c: Any, statement: Any, params: list[dict[str, Any]], missing: str) -> None:
+    def _expect(self, cursor: Any, statement: Prepared, params: list[dict[str, Any]],
+                missing: str) -> None:
         """Run an UPDATE over ``params``; each must have matched its one row."""
-        done = c.execute(statement, params)
-        if done.rowcount != len(params) and (len(params) == 1
-                                             or c.dialect.supports_sane_multi_rowcount):
+        done = statement.run(cursor, params)
+        if done != len(params) and (len(params) == 1
+                                    or self.engine.dialect.supports_sane_multi_rowcount):
             raise StoreError(missing)
 
     # -- reads --------------------------------------------------------------
