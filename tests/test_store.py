@@ -288,3 +288,34 @@ def test_a_statement_that_needs_sqlalchemy_at_run_time_is_not_prepared(store):
     # created_at has a Python default: run on the driver, it would be left empty
     with pytest.raises(ValueError, match="give every value"):
         Prepared(insert(ScoreRow), store.engine.dialect, ["run_id", "member_id", "step"])
+
+
+def test_last_update_is_written_once_a_second_unless_state_or_status_change(store):
+    rid = _new_run(store)
+    now = [100.0]
+    store._clock = lambda: now[0]
+
+    def stamp() -> str:
+        return store.find_run()["updated_at"]
+
+    def step(i: int, **kw) -> None:
+        store.record(rid, IntervalRecord(0, i, i + 1, {"lr": 0.1}, None, None, 0.5), [], [], **kw)
+
+    step(0)
+    first = stamp()
+    now[0] += 0.5
+    step(1)  # half a second later, nothing but steps: the run row is left alone
+    assert stamp() == first and len(store.intervals(rid)) == 2
+    step(2, scheduler_state={"rng": 2})  # a new state is always written, with its time
+    second = stamp()
+    assert second > first and store.find_run()["scheduler_state"] == {"rng": 2}
+    now[0] += 0.2
+    step(3, status="done")
+    third = stamp()
+    assert store.find_run()["status"] == "done" and third > second
+    now[0] += 0.9
+    step(4)
+    assert stamp() == third
+    now[0] += 0.1
+    step(5)
+    assert stamp() > third  # a second after the last write: written again

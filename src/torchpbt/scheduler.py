@@ -10,10 +10,7 @@ decisions wait for the whole generation and use one frozen snapshot).
 
 from __future__ import annotations
 
-import array
-import base64
 import hashlib
-import json
 import math
 import random
 from collections.abc import Mapping, Sequence
@@ -22,6 +19,7 @@ from typing import Any
 from .exploit import MemberView, pick_replacement, quantile_count
 from .explore import ExploreContext, Observation, apply_explore, history_size
 from .population import Population, Ranking
+from .rng_state import RngEncoder, decode_rng
 from .scheduler_types import HISTORY, Decision, Donor, MemberState, PBTConfig, Report
 from .space import Space
 
@@ -50,6 +48,7 @@ class _Scheduler:
         self.space, self.config = space, config
         self.exploit, self.explore = exploit, explore
         self.rng = random.Random(seed)
+        self._encode_rng = RngEncoder()
         self.seed = seed
         if initial_hparams is not None:
             if len(initial_hparams) != config.population:
@@ -91,7 +90,7 @@ class _Scheduler:
     def global_state(self) -> dict[str, Any]:
         """JSON-able state shared by all members: the RNG, the refused checkpoints and what
         an explore that learns (torchpbt.PB2) has observed (bounded by its history size)."""
-        return {"rng": encode_rng(self.rng), "bad_checkpoints": sorted(self.bad_checkpoints),
+        return {"rng": self._encode_rng(self.rng), "bad_checkpoints": sorted(self.bad_checkpoints),
                 "observations": [[o.time, o.hparams, o.improvement]
                                  for o in self.observations]}
 
@@ -357,31 +356,6 @@ class SyncScheduler(_Scheduler):
         self._waiting.pop(d["member_id"], None)
         if d.get("waiting"):
             self._waiting[d["member_id"]] = self.members[d["member_id"]]
-
-
-_WORD = "I" if array.array("I").itemsize == 4 else "L"  # an unsigned 32-bit array type
-
-
-def encode_rng(rng: random.Random) -> str:
-    """The Mersenne Twister state as one base64 string: a third of its JSON list's size,
-    and it is written with every step."""
-    version, internal, gauss = rng.getstate()
-    if version != 3 or gauss is not None:  # never for random.Random: keep it exact anyway
-        return json.dumps([version, list(internal), gauss])
-    return base64.b64encode(array.array(_WORD, internal).tobytes()).decode()
-
-
-def decode_rng(rng: random.Random, state: Any) -> None:
-    """Inverse of :func:`encode_rng`; also reads the list form torchpbt 0.1 stored."""
-    if isinstance(state, str) and state.startswith("["):
-        state = json.loads(state)
-    if isinstance(state, str):
-        words = array.array(_WORD)
-        words.frombytes(base64.b64decode(state))
-        rng.setstate((3, tuple(words), None))
-        return
-    version, internal, gauss = state
-    rng.setstate((version, tuple(internal), gauss))
 
 
 def make_scheduler(sync: bool, *args: Any, **kwargs: Any) -> _Scheduler:
