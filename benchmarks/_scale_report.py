@@ -168,11 +168,12 @@ def notes(summary: dict, rows: list[dict], cfg: dict) -> str:
     ]
     if cfg.get("postgresql_skipped"):
         parts.insert(0, f"POSTGRESQL NOT MEASURED: {cfg['postgresql_skipped']}")
-    key = "sqlite_events_per_s_10000"
-    if key in summary:
-        ok = summary[key] >= GOAL_EVENTS_PER_S
-        parts.append(f"GOAL {'MET' if ok else 'MISSED'}: {summary[key]:.0f} events/s at 10,000 "
-                     f"members on SQLite (goal {GOAL_EVENTS_PER_S:.0f}); controller only "
-                     f"{summary.get('sqlite_controller_only_events_per_s_10000', math.nan):.0f}"
-                     "/s.")
+    for key, what in (("sqlite_events_per_s_10000", "whole serial events (the member's "
+                       "interval and its checkpoint file included)"),
+                      ("sqlite_controller_only_events_per_s_10000", "the controller's part "
+                       "alone (the interval runner's time taken out)")):
+        if key in summary:
+            ok = summary[key] >= GOAL_EVENTS_PER_S
+            parts.append(f"GOAL {'MET' if ok else 'MISSED'} on {what}: {summary[key]:.0f} "
+                         f"events/s at 10,000 members on SQLite (goal {GOAL_EVENTS_PER_S:.0f}).")
     return " ".join(parts)

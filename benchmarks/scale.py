@@ -228,9 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg["total_seconds"] = time.perf_counter() - t_start
 
     summary = summarize(rows, state_sizes, reports, stores)
-    goals = {}
-    if "sqlite_events_per_s_10000" in summary:
-        goals["sqlite_events_per_s_10000"] = C.goal(GOAL_EVENTS_PER_S, ">=")
+    # the goal is for events "handled by the controller": checked on the whole serial event
+    # (the member's interval, its checkpoint file included) and on the controller's part
+    goals = {key: C.goal(GOAL_EVENTS_PER_S, ">=") for key in (
+        "sqlite_events_per_s_10000", "sqlite_controller_only_events_per_s_10000")
+        if key in summary}
     fig = plot(C.artifact_path(NAME, q, ".png"), rows, state_sizes)
     path = C.write_result(NAME, q, config=cfg, summary=summary, goals=goals,
                           runs=[*rows, *({"state_size": p} for p in state_sizes),

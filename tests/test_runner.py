@@ -196,9 +196,9 @@ def test_local_backend_runs_more_intervals_than_a_pipe_holds(tmp_path):
     assert p.stdout.split()[-1] == "3000"
 
 
-def test_local_backend_keeps_one_start_record_per_worker_not_per_interval(tmp_path):
-    # what a worker started is kept only to blame the right task if it dies: a record
-    # per interval grew with the run's length
+def test_local_backend_knows_what_each_worker_began_last(tmp_path):
+    # kept to blame the right task if a worker dies: one slot per worker in shared memory,
+    # however long the run
     from torchpbt.backends import LocalBackend, Task
 
     be = LocalBackend(Quadratic, str(tmp_path / "ckpt"), workers=2)
@@ -209,9 +209,14 @@ def test_local_backend_keeps_one_start_record_per_worker_not_per_interval(tmp_pa
             done = 0
             while done < 2:
                 done += len(be.wait())
+        running = be.running()
+        pids = set(be._pool._processes)
     finally:
         be.close()
-    assert 1 <= len(be._current) <= 2  # 24 intervals ran
+    assert 1 <= len(running) <= 2  # 24 intervals ran
+    assert set(running.values()) <= pids and len(set(running.values())) == len(running)
+    assert any(step == 55 for _, step in running)  # the last round's task is there
+    assert all(m in (0, 1) and step % 5 == 0 for m, step in running)
 
 
 def test_local_backend_survives_a_dying_worker(tmp_path, monkeypatch):

@@ -21,13 +21,13 @@ from .base import Backend
 from .worker import ClassRef, IntervalRunner, Outcome, Task
 
 _RUNNER: IntervalRunner | None = None
-_STARTED: Any = None  # (pid, member_id, start_step) per task a worker begins
+_RUNNING: Any = None  # shared with the controller: (pid, member_id, start_step) per slot
+_SLOT = 0
 
 
 def _init_worker(ref: ClassRef, checkpoint_dir: str, devices: list[str], threads: int,
-                 slots: Any, parent: int, started: Any) -> None:
-    global _RUNNER, _STARTED
-    _STARTED = started
+                 slots: Any, parent: int, running: Any) -> None:
+    global _RUNNER, _RUNNING, _SLOT
     import torch
 
     # Ctrl-C reaches the whole process group: the controller alone decides how to stop
@@ -35,6 +35,7 @@ def _init_worker(ref: ClassRef, checkpoint_dir: str, devices: list[str], threads
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     torch.set_num_threads(threads)
     slot = slots.get()
+    _RUNNING, _SLOT = running, slot
     _RUNNER = IntervalRunner(ref.resolve(), checkpoint_dir, devices[slot % len(devices)])
 
 
@@ -47,7 +48,13 @@ def _exit_with_parent(parent: int) -> None:
 
 def _run(task: Task) -> Outcome:
     assert _RUNNER is not None, "worker not initialised"
-    _STARTED.put((os.getpid(), task.member_id, task.start_step))  # synchronous: survives _exit
+    # what this process runs, in shared memory: read by the controller only if the process
+    # dies, and there even after a hard exit. The pid goes last, so a half-written slot
+    # names no process.
+    i = 3 * _SLOT
+    _RUNNING[i] = 0
+    _RUNNING[i + 1], _RUNNING[i + 2] = task.member_id, task.start_step
+    _RUNNING[i] = os.getpid()
     return _RUNNER.run(task)
 
 
@@ -69,47 +76,24 @@ class LocalBackend(Backend):
     def _new_pool(self) -> ProcessPoolExecutor:
         ctx = mp.get_context("spawn")
         slots = ctx.Queue()
-        for i in range(self.workers * 4):  # spare slots for replaced processes
+        n_slots = self.workers * 4  # spare slots for replaced processes
+        for i in range(n_slots):
             slots.put(i)
         threads = max(1, (os.cpu_count() or 1) // self.workers)
-        self._started = ctx.SimpleQueue()
-        # worker pid → (member, start step) of the task it began last: what it was running
-        # if it died (bounded by the number of processes, whatever the run's length)
-        self._current: dict[int, tuple[int, int]] = {}
+        # per worker slot, the task it began last: what it was running if it died. Shared
+        # memory, not a queue: nothing to read per interval (a pipe of start records cost
+        # ~8% of the controller's throughput, and hung runs once nobody read it)
+        self._running = ctx.Array("q", 3 * n_slots, lock=False)
         self._procs: dict[int, Any] = {}  # pid → Process; the pool forgets them once broken
-        # read as they come: a pipe nobody reads fills up (~2,000 records) and the
-        # worker's next put() blocks forever, which hung every run of that many intervals
-        self._stop = threading.Event()
-        self._reader = threading.Thread(target=self._read_started,
-                                        args=(self._started, self._current, self._stop),
-                                        daemon=True)
-        self._reader.start()
         return ProcessPoolExecutor(
             self.workers, mp_context=ctx, initializer=_init_worker,
-            initargs=(*self._args, self.devices, threads, slots, os.getpid(), self._started),
+            initargs=(*self._args, self.devices, threads, slots, os.getpid(), self._running),
         )
 
-    @staticmethod
-    def _read_started(queue: Any, current: dict[int, tuple[int, int]],
-                      stop: threading.Event) -> None:
-        # polls rather than blocks: the controller never writes to this queue (a worker
-        # killed inside put() would hold its write lock forever), so no sentinel can come
-        try:
-            while True:
-                if queue.empty():
-                    if stop.is_set():
-                        return  # stopped, and everything recorded before is read
-                    stop.wait(0.01)
-                    continue
-                pid, member, step = queue.get()
-                current[pid] = (member, step)
-        except (EOFError, OSError):  # the pool is gone
-            return
-
-    def _stop_reader(self) -> None:
-        """Every record put before this call is in ``_current`` once it returns."""
-        self._stop.set()
-        self._reader.join(timeout=10)
+    def running(self) -> dict[tuple[int, int], int]:
+        """(member, start step) → pid of the process that began it last."""
+        r = list(self._running)
+        return {(r[i + 1], r[i + 2]): r[i] for i in range(0, len(r), 3) if r[i]}
 
     def submit(self, task: Task) -> None:
         try:
@@ -158,7 +142,6 @@ class LocalBackend(Backend):
         their pool broke, are resubmitted without being charged. If no culprit can
         be told apart (e.g. workers die while starting), every task is charged.
         """
-        self._stop_reader()
         procs = {**self._procs, **(getattr(self._pool, "_processes", None) or {})}
         lost: list[Task] = []
         for fut, task in list(self._futures.items()):
@@ -170,7 +153,7 @@ class LocalBackend(Backend):
                 lost.append(task)
         self._futures.clear()
 
-        running = {task: pid for pid, task in self._current.items()}
+        running = self.running()
 
         def died_itself(task: Task) -> bool:
             proc = procs.get(running.get((task.member_id, task.start_step), -1))
@@ -200,7 +183,6 @@ class LocalBackend(Backend):
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-        self._stop_reader()
 
     def abort(self) -> None:
         """Stop now (Ctrl-C): running intervals are dropped; resume runs them again."""
@@ -210,7 +192,6 @@ class LocalBackend(Backend):
             p.terminate()
         for p in processes:
             p.join(timeout=5)
-        self._stop_reader()
 
 
 DIED = "worker process died"
