@@ -92,6 +92,11 @@ def test_failed_record_leaves_nothing_behind(store):
                      [EventRecord("explore", 0, 5)], [MemberUpdate(99, {}, 5, None, "training")])
     assert store.intervals(rid) == [] and store.scores(rid) == [] and store.events(rid) == []
     assert store.checkpoints(rid) == []
+    # the failed transaction is gone, not left open under the next step
+    store.record(rid, IntervalRecord(0, 0, 5, {"lr": 0.1}, None, "k2", 0.8), [],
+                 [MemberUpdate(0, {"lr": 0.1}, 5, "k2", "training")])
+    assert [i["end_checkpoint"] for i in store.intervals(rid)] == ["k2"]
+    assert [c["key"] for c in store.checkpoints(rid)] == ["k2"]
 
 
 def test_a_batch_of_steps_writes_as_the_steps_would_one_by_one(store):
