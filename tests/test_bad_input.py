@@ -474,7 +474,12 @@ def test_preflight_leaves_the_callers_random_generators_alone():
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
 
 
-def test_a_nan_score_at_start_is_left_to_the_run(tmp_path):
-    r = run(tmp_path, member=NaNAtStart)
-    assert any(e["kind"] == "fail" for e in r.events)
-    assert all(s["score"] is None for s in r.scores)
+def test_a_run_whose_every_interval_fails_stops_loudly(tmp_path):
+    # preflight leaves a NaN score to the run (it may depend on training); when every
+    # interval then fails, the run stops with the reason instead of retrying for ever
+    with pytest.raises(pbt.NoProgress, match="cannot make progress"):
+        run(tmp_path, member=NaNAtStart)
+    r = pbt.load(tmp_path / "run")
+    assert r.run["status"] == "failed"
+    assert "cannot make progress" in r.run["scheduler_state"]["stopped"]
+    assert r.events and all(s["score"] is None for s in r.scores)

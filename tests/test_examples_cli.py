@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import chains_are_complete
 
 import torchpbt as pbt
 from torchpbt.cli import main as cli_main
@@ -61,7 +62,10 @@ def test_mnist_example_runs_as_a_file_with_local_workers(tmp_path):
     assert "test accuracy" in p.stdout and "hparam schedule" in p.stdout
     assert f"report: {(tmp_path / 'mn' / 'report' / 'report.html').resolve()}" in p.stdout
     r = pbt.load(tmp_path / "mn")
-    assert len(r.intervals) == 12 and r.best_score > 0.3  # 10 classes: chance is 0.1
+    assert r.best_score > 0.3  # 10 classes: chance is 0.1
+    # every final model trained all 60 steps; a copy of a donor ahead skips the steps between
+    chains_are_complete(r, 60)
+    assert r.member_steps == sum(iv["end_step"] - iv["start_step"] for iv in r.intervals) <= 240
 
 
 def test_cli_runs_an_example_then_status_and_export(tmp_path):

@@ -61,21 +61,42 @@ def test_check_log_finds_each_kind_of_damage():
     def problems(ivs=WHOLE_IV, evs=WHOLE_EV, steps=20):
         return " | ".join(lineage.check_log(ivs, evs, steps))
 
-    assert "does not start where the last ended (10)" in problems(
+    assert "started at 15 from a1, not at 10 from a1" in problems(
         ivs=[*WHOLE_IV[:2], iv(3, 0, 15, 20, 0.1, "a1", "a2"), WHOLE_IV[3]])  # a gap
-    assert "ended at step 10, not 20" in problems(ivs=WHOLE_IV[:3])  # an interval lost
-    assert "does not start where the last ended" in problems(
+    assert "ended with weights 10 steps old, not 20" in problems(ivs=WHOLE_IV[:3])  # lost
+    assert "started at 10 from a1, not at 20 from a2" in problems(
         ivs=[*WHOLE_IV, iv(5, 0, 10, 20, 0.1, "a1", "a2")])  # run twice
-    assert "2 decisions at step 10" in problems(
+    assert "exploit of member 1 at step 10 follows no recorded interval" in problems(
         evs=[*WHOLE_EV, ev("exploit", 1, 10, donor=0, donor_step=10, checkpoint="a1")])
-    assert "started from b1, not a1" in problems(
+    assert "from b1, not at 10 from a1" in problems(
         ivs=[*WHOLE_IV[:3], iv(4, 1, 10, 20, 0.24, "b1", "b2")])  # exploit not applied
     assert "names no recorded donor checkpoint" in problems(
         evs=[*WHOLE_EV[:3], ev("exploit", 1, 10, donor=0, donor_step=10, checkpoint="zz"),
              *WHOLE_EV[4:]])
     assert "follows no recorded interval" in problems(evs=[*WHOLE_EV, ev("continue", 0, 30)])
-    assert "started from None, not a1" in problems(
+    assert "from None, not at 10 from a1" in problems(
         ivs=[WHOLE_IV[0], WHOLE_IV[1], iv(3, 0, 10, 20, 0.1, None, "a2"), WHOLE_IV[3]])
+
+
+def test_check_log_follows_copies_of_other_ages_reinits_and_failures():
+    ivs = [iv(1, 0, 0, 10, 0.1, None, "a1"), iv(2, 1, 0, 10, 0.2, None, "b1"),
+           iv(3, 1, 10, 20, 0.2, "b1", "b2"),
+           iv(4, 0, 10, 20, 0.1, "a1", None, score=None),  # failed: keeps a1, 10 steps old
+           iv(5, 0, 10, 20, 0.1, "b1", "a2"),  # copied member 1's weights of age 10
+           iv(6, 2, 0, 10, 0.1, None, None, score=None), iv(7, 2, 0, 10, 0.1, None, "c1"),
+           iv(8, 2, 10, 20, 0.1, "c1", "c2")]
+    evs = [ev("exploit", 0, 20, donor=1, donor_step=10, checkpoint="b1"),
+           ev("reinit", 2, 10)]
+    assert lineage.check_log(ivs, evs, 20) == []
+    # a copy of a finished member finishes without training: exploit, then stop
+    ivs2 = [*ivs[:3], iv(4, 0, 10, 20, 0.1, "a1", None, score=None)]
+    evs2 = [ev("exploit", 0, 20, donor=1, donor_step=20, checkpoint="b2"), ev("stop", 0, 20),
+            ev("reinit", 2, 10)]
+    assert lineage.check_log([*ivs2, *ivs[5:]], evs2, 20) == []
+    ivs2 = [*ivs[:3], iv(4, 0, 10, 20, 0.1, "a1", "a2"), iv(9, 0, 20, 30, 0.1, "a2", "a3")]
+    evs2 = [ev("exploit", 0, 30, donor=1, donor_step=20, checkpoint="b2"), ev("stop", 0, 20),
+            ev("reinit", 2, 10)]
+    assert lineage.check_log([*ivs2, *ivs[5:]], evs2, 20) == []
 
 
 def test_equal_weights_written_by_two_members_keep_each_members_own_history():

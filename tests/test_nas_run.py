@@ -38,14 +38,22 @@ def test_explore_never_moves_genes_and_exploit_takes_the_donors_architecture():
     s = AsyncScheduler(SPACE, cfg, pbt.Truncation(0.25), pbt.Perturb(resample_probability=1.0),
                        seed=3)
     rng = random.Random(0)
-    for step in range(5, 200, 5):
-        for mid in range(8):
-            for d in s.report(Report(mid, step, rng.random(), f"k{mid}-{step}")):
-                if d.action == "exploit":
-                    donor = s.members[d.donor_id].hparams
-                    assert {g: d.hparams[g] for g in GENES} == {g: donor[g] for g in GENES}
-                    assert set(d.operations) == {"lr", "momentum"}  # genes are not explored
-                    assert d.mix is None
+    queue = {d.member_id: d for d in s.start()}
+    exploits = 0
+    while queue:  # serial order: the least-advanced interval first
+        task = queue.pop(min(queue, key=lambda i: (queue[i].start_step, i)))
+        end = task.start_step + task.train_steps
+        before = {i: dict(m.hparams) for i, m in s.members.items()}
+        for d in s.report(Report(task.member_id, end, rng.random(), f"k{task.member_id}-{end}")):
+            if d.train_steps:
+                queue[d.member_id] = d
+            if d.action == "exploit" and d.train_steps:
+                exploits += 1
+                donor = before[d.donor_id]
+                assert {g: d.hparams[g] for g in GENES} == {g: donor[g] for g in GENES}
+                assert set(d.operations) == {"lr", "momentum"}  # genes are not explored
+                assert d.mix is None
+    assert exploits > 20
 
 
 def test_mixing_takes_each_gene_from_the_donor_with_probability_p():
@@ -141,9 +149,12 @@ def test_population_of_different_architectures_runs_and_checkpoints_restore(tmp_
     assert r.exploits
     # the genome of every member at every interval is recorded, and follows the decisions
     for e in r.exploits:
-        nxt = next(i for i in r.intervals if i["member_id"] == e["member_id"]
-                   and i["start_step"] == e["step"])
-        assert {g: nxt["hparams"][g] for g in GENES} == {g: e["new_hparams"][g] for g in GENES}
+        # the copy goes on from the donor's checkpoint, at the donor's age
+        nxt = [i for i in r.intervals if i["member_id"] == e["member_id"]
+               and i["start_step"] == e["donor_step"]
+               and i["start_checkpoint"] == e["detail"]["checkpoint"]]
+        genome = {g: e["new_hparams"][g] for g in GENES}
+        assert any({g: i["hparams"][g] for g in GENES} == genome for i in nxt)
         mix = e["detail"].get("mix")
         if isinstance(exploit, Mixing) and mix and mix["kind"] == "mix":
             assert set(mix["origin"]) == set(GENES) and mix["donor_checkpoint"]

@@ -318,15 +318,17 @@ def test_observations_measure_improvement_from_the_weights_an_interval_started_w
     s.report(_rep(0, 10, 1.0))  # first intervals: nothing to compare with
     s.report(_rep(1, 10, 3.0))
     assert s.observations == []
+    s.report(_rep(1, 20, 3.0))  # member 1 runs ahead: +0.0
+    assert s.observations == [Observation(2.0, {"lr": pytest.approx(0.2)}, 0.0)]
     d = s.report(_rep(0, 20, 2.0))[0]  # +1.0, then copies member 1 (score 3.0)
-    assert d.action == "exploit" and d.donor_id == 1
-    assert s.observations == [Observation(2.0, {"lr": 0.1}, 1.0)]
+    assert d.action == "exploit" and d.donor_id == 1 and d.start_step == 20
+    assert s.observations[-1] == Observation(2.0, {"lr": 0.1}, 1.0)
     ctx = spy.contexts[-1]
-    assert ctx.now == 3.0 and ctx.pending == [(2.0, {"lr": pytest.approx(0.2)})]
+    assert ctx.now == 3.0 and ctx.pending == [(3.0, {"lr": pytest.approx(0.2)})]
     s.report(_rep(0, 30, 3.5))  # measured against the donor's 3.0, not its own 2.0
     assert s.observations[-1] == Observation(3.0, {"lr": pytest.approx(0.2)}, 0.5)
-    d = s.report(_rep(1, 20, 0.0, failed=True))[0]
-    assert s.observations[-1] == Observation(2.0, {"lr": pytest.approx(0.2)}, None)
+    d = s.report(_rep(1, 30, 0.0, failed=True))[0]
+    assert s.observations[-1] == Observation(3.0, {"lr": pytest.approx(0.2)}, None)
     # a failed member copies the best: it starts again from the donor's weights
     assert d.reason == "failed" and s.members[1].baseline == 3.5
 

@@ -35,7 +35,7 @@ def quad(tmp_path_factory) -> pbt.Result:
 def tiny(tmp_path_factory) -> pbt.Result:
     run_dir = tmp_path_factory.mktemp("replay") / "tiny"
     r = pbt.run(TinyNet, SPACE, population=4, ready_every=10, steps=60, backend="serial",
-                seed=3, progress=False, run_dir=run_dir)
+                seed=4, progress=False, run_dir=run_dir)
     assert len(set(r.lineage())) > 1, "the test needs a lineage across members"
     return r
 
@@ -140,7 +140,7 @@ def test_replay_reproduces_tinynet_exactly_and_needs_the_runs_seeds(tiny):
     assert done.scores == [seg.score for seg in done.schedule]
     assert done.same_weights == [True] * len(done.schedule)
     # the per-interval seeds are what makes it exact: any other seed trains other weights
-    wrong = replay_schedule(TinyNet, dataclasses.replace(done.schedule, seed=4))
+    wrong = replay_schedule(TinyNet, dataclasses.replace(done.schedule, seed=5))
     assert not any(wrong.same_weights)
 
 

@@ -146,16 +146,59 @@ def test_ready_every_counts_the_members_own_steps_and_budget_stops():
         s.report(rep(0, 30, 3.0))
 
 
-def test_exploit_keeps_the_members_own_step_count():
+def test_exploit_carries_the_donors_weights_and_their_age():
     s = make(population=2, ready_every=10, steps=40, exploit=Truncation(0.5))
     s.start()
     for step in (10, 20, 30):
         s.report(rep(1, step, 9.0))  # the donor runs ahead
     d = only(s.report(rep(0, 10, 0.0)))
     assert d.action == "exploit" and d.donor_id == 1
-    assert (d.step, d.donor_step, d.train_steps) == (10, 30, 10)
+    # decided at its own step 10; the copy is 30 steps old, so it trains the last 10
+    assert (d.step, d.donor_step, d.start_step, d.train_steps) == (10, 30, 30, 10)
     assert d.checkpoint == "m1@30"  # the donor's latest checkpoint, not a stale one
-    assert s.members[0].step == 10
+    assert s.members[0].step == 30
+
+
+def test_async_copy_waits_for_a_lagging_donors_interval_in_progress():
+    s = make(population=2, ready_every=10, steps=40, exploit=Truncation(0.5))
+    s.start()
+    s.report(rep(1, 10, 9.0))
+    s.report(rep(0, 10, 5.0))
+    # member 1's weights are 10 steps old and it is training 10 -> 20: copying them now
+    # would make member 0 train 10 -> 20 again, so it waits for them
+    assert s.report(rep(0, 20, 0.0)) == []
+    assert s.members[0].awaiting == 1
+    assert {m.member_id: m.score for m in s.snapshot()} == {0: 0.0, 1: 9.0}  # still ranked
+    state = json.loads(json.dumps(s.state_dict()))
+    for t in (s, make(population=2, ready_every=10, steps=40, exploit=Truncation(0.5))):
+        t.load_state_dict(state)  # the wait survives a resume
+        copy, own = t.report(rep(1, 20, 8.0))
+        assert (copy.member_id, copy.action, copy.step, copy.checkpoint) == (0, "exploit", 20,
+                                                                             "m1@20")
+        assert (copy.donor_step, copy.start_step, copy.score, copy.donor_score) == (
+            20, 20, 0.0, 8.0)
+        assert own.member_id == 1 and t.members[0].awaiting is None
+
+
+def test_sync_copies_never_wait():
+    s = make(SyncScheduler, population=2, ready_every=10, steps=40, exploit=Truncation(0.5))
+    s.start()
+    s.report(rep(0, 10, 0.0))
+    out = s.report(rep(1, 10, 9.0))
+    assert [d.action for d in out] == ["exploit", "continue"]
+
+
+def test_copying_a_finished_donor_finishes_the_copy():
+    s = make(population=2, ready_every=10, steps=20, exploit=Truncation(0.5))
+    s.start()
+    s.report(rep(1, 10, 9.0))
+    s.report(rep(1, 20, 9.0))  # done: its final weights are 20 steps old
+    exploit, stop = s.report(rep(0, 10, 0.0))
+    assert (exploit.action, exploit.step, exploit.start_step, exploit.train_steps) == (
+        "exploit", 10, 20, 0)
+    assert exploit.hparams == HPS[1]  # no explore: the finished weights keep their hparams
+    assert (stop.action, stop.step, stop.checkpoint) == ("stop", 20, "m1@20")
+    assert s.finished
 
 
 def test_finished_only_when_every_member_stopped():
@@ -168,12 +211,31 @@ def test_finished_only_when_every_member_stopped():
     assert s.finished
 
 
-def test_a_stop_wins_over_exploit_and_failure_at_the_budget():
-    s = make(population=2, ready_every=10, steps=10)
+def test_a_stop_wins_over_exploit_at_the_budget():
+    s = make(population=2, ready_every=10, steps=10, exploit=Truncation(0.5))
     s.start()
     s.report(rep(1, 10, 5.0))
-    d = only(s.report(rep(0, 10, 0.0, failed=True)))
-    assert (d.action, d.train_steps) == ("stop", 0)
+    assert only(s.report(rep(0, 10, 0.0))).action == "stop"
+
+
+def test_a_failure_at_the_budget_is_replaced_not_stopped():
+    # its weights did not train the last interval: they are not a final model
+    s = make(population=2, ready_every=10, steps=20)
+    s.start()
+    s.report(rep(0, 10, 1.0))
+    s.report(rep(1, 10, 5.0))
+    d = only(s.report(rep(0, 20, 0.0, failed=True)))
+    assert (d.action, d.reason, d.donor_id) == ("exploit", "failed", 1)
+    assert (d.start_step, d.train_steps) == (10, 10)
+
+
+def test_a_failure_without_donor_goes_on_from_its_own_last_weights():
+    s = make(population=2, ready_every=10, steps=30, explore=Resample())
+    s.start()
+    s.report(rep(0, 10, 1.0))  # member 1 has not reported: it holds no checkpoint
+    d = only(s.report(rep(0, 20, 0.0, failed=True)))
+    assert (d.action, d.checkpoint, d.start_step) == ("explore", "m0@10", 10)
+    assert "own last weights" in d.reason
 
 
 # -- exploit decisions ----------------------------------------------------------------------
@@ -251,15 +313,15 @@ def test_no_exploit_on_ties():
         assert only(s.report(rep(mid, 10, 0.5))).action == "continue"
 
 
-def test_exploited_member_leaves_the_ranking_until_it_reports_again():
+def test_exploited_member_keeps_its_own_score_until_it_reports_again():
     s = make(population=2, exploit=Truncation(0.5))
     s.start()
     s.report(rep(1, 10, 9.0))
     d = only(s.report(rep(0, 10, 0.0)))
     assert (d.action, d.score, d.donor_score) == ("exploit", 0.0, 9.0)
-    # its old score belonged to its old weights, and the copied weights have not been
-    # evaluated with the new hparams: ranking either would bias everyone else's rank
-    assert {m.member_id: m.score for m in s.snapshot()} == {1: 9.0}
+    # every member holds exactly one score, so the ranking is one report per member; the
+    # donor's score would count the donor twice and push everyone else down
+    assert {m.member_id: m.score for m in s.snapshot()} == {0: 0.0, 1: 9.0}
     assert s.members[0].checkpoint == "m1@10"
     s.report(rep(0, 20, 10.0))
     assert {m.member_id: m.score for m in s.snapshot()} == {0: 10.0, 1: 9.0}
@@ -391,7 +453,7 @@ def simulate(s, order_seed: int, fail: Callable[[int, int], bool] = lambda m, t:
     while pending:
         mid = order.choice(sorted(pending))
         d = pending.pop(mid)
-        step = d.step + d.train_steps
+        step = d.start_step + d.train_steps
         failed = fail(mid, step)
         report = Report(mid, step, score_of(d.hparams, step, mid),
                         None if failed else f"m{mid}@{step}", failed)
@@ -516,10 +578,12 @@ def test_sync_failed_member_does_not_hang_the_generation():
     script = simulate(s, order_seed=0, fail=lambda m, t: m == 1)  # member 1 always fails
     generations = [out for _, out in script if out]
     assert len(generations) == 4  # 40 steps / 10 per generation
-    for out in generations[:-1]:
+    for out in generations:
         d1 = next(d for d in out if d.member_id == 1)
         assert (d1.action, d1.reason) == ("exploit", "failed") and d1.donor_id in (0, 2)
-    assert {d.action for d in generations[-1]} == {"stop"}
+    # its last interval failed too: it ends as a copy of a finished member, not half-trained
+    assert [d.action for d in generations[-1]] == ["stop", "exploit", "stop", "stop"]
+    assert generations[-1][1].start_step == 40
 
 
 def test_sync_all_members_failing_reinit_and_go_on():
@@ -529,7 +593,9 @@ def test_sync_all_members_failing_reinit_and_go_on():
     s.report(rep(1, 10, 0.0, failed=True))
     out = s.report(rep(2, 10, math.inf))
     assert [d.action for d in out] == ["reinit"] * 3
-    assert all(d.checkpoint is None and d.train_steps == 10 for d in out)
+    # fresh weights train the whole budget again
+    assert all(d.checkpoint is None and (d.start_step, d.train_steps) == (0, 10) for d in out)
+    [s.report(rep(m, 10, 1.0)) for m in range(3)]
     out = [s.report(rep(m, 20, 1.0)) for m in range(3)][-1]
     assert [d.action for d in out] == ["stop"] * 3 and s.finished
 

@@ -110,7 +110,8 @@ def test_three_workers_on_postgres_finish_the_run_consistently(tmp_path, pg_url)
     result = pbt.load(tmp_path / "run", pg_url)
     assert result.run["status"] == "done"
     assert check_log(result.intervals, result.events, STEPS) == []
-    assert len(result.intervals) == 6 * STEPS // 5  # nothing ran twice, nothing is missing
+    # nothing ran twice (check_log), nothing is missing; a copy of a donor ahead skips steps
+    assert result.member_steps <= 6 * STEPS
     # the work really was spread: each worker trained some intervals, and says so
     by_worker = {iv["worker"] for iv in result.intervals}
     assert len(by_worker) == 3, by_worker
@@ -127,7 +128,7 @@ def test_three_workers_on_postgres_finish_the_run_consistently(tmp_path, pg_url)
     # collected before a second writer reported it: that interval is rerun, uncharged)
     rerun = sum(e["kind"] == "retry" and e["detail"].get("charged") is False
                 for e in result.events)
-    assert counts["collected"] == 6 * STEPS // 5 + rerun, counts
+    assert counts["collected"] == len(result.intervals) + rerun, counts
     assert set(counts) <= {"collected", "lost"}, counts
 
 
@@ -147,7 +148,8 @@ def test_sigkilled_worker_loses_nothing(tmp_path, pg_url):
     killed = f":{workers[0].pid} stopped sending heartbeats"
     retries = [e for e in result.events if e["kind"] == "retry" and killed in e["detail"]["error"]]
     assert len(retries) == 1, [e for e in result.events if e["kind"] == "retry"]
-    assert len(result.intervals) == 6 * STEPS // 5
+    # a copy carries its donor's age, so one of a donor ahead skips steps, never repeats
+    assert result.member_steps <= 6 * STEPS
     # the killed worker's interval was trained again by another worker
     assert not any(iv["worker"].endswith(f":{workers[0].pid}") for iv in result.intervals)
 

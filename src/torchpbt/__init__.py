@@ -16,7 +16,7 @@ from .result import Result  # noqa: E402
 from .resume import resume  # noqa: E402
 from .runner import RunInterrupted, load, run  # noqa: E402
 from .schedule import Schedule, ScheduleError  # noqa: E402
-from .scheduler import AsyncScheduler, Decision, PBTConfig, Report, SyncScheduler  # noqa: E402
+from .scheduler import AsyncScheduler, Decision, NoProgress, PBTConfig, Report, SyncScheduler  # noqa: E402
 from .space import Choice, Float, Int, Space, SpaceError  # noqa: E402
 from .store import StoreError  # noqa: E402
 from .tensorboard import export_tensorboard  # noqa: E402
@@ -25,7 +25,7 @@ from .worker_service import serve as serve_worker  # noqa: E402
 __all__ = [
     "AsyncScheduler", "CheckpointDir", "CheckpointError", "Choice", "Decision", "Float", "Int",
     "KnowledgeSharing", "datasets", "distillation_loss", "nas",
-    "Member", "MemberView", "PB2", "PBTConfig", "Perturb", "Report", "Resample", "Result", "Schedule",
+    "Member", "MemberView", "NoProgress", "PB2", "PBTConfig", "Perturb", "Report", "Resample", "Result", "Schedule",
     "ScheduleError", "Space", "SpaceError", "StoreError", "SyncScheduler", "TTest",
     "TorchMember", "Tournament", "Truncation", "RunInterrupted", "__version__",
     "check_log", "export_tensorboard", "load", "replay", "resume", "run", "serve_worker",

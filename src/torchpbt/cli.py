@@ -82,7 +82,11 @@ def status_view(result: Result, note: str = "") -> Group:
     cfg = result.run["config"]
     parts: list[Any] = [Text.from_markup(
         f"run [bold]{escape(result.run['name'])}[/] — {result.run['status']}, "
-        f"{len(result.exploits)} exploits, store {escape(result.storage)}{note}")]
+        f"{len(result.exploits)} exploits, {result.member_steps} member-steps, "
+        f"store {escape(result.storage)}{note}")]
+    stopped = (result.run.get("scheduler_state") or {}).get("stopped")
+    if stopped:
+        parts.append(Text(f"stopped: {stopped}", style="red"))
     last = last_exploits(result.events)
     rows = [{**m, "last_exploit": last.get(m["member_id"])} for m in result.members]
     parts.append(members_table(rows, cfg.get("steps")))

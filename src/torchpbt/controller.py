@@ -130,8 +130,8 @@ class Controller:
 
     def _task_for(self, d: Decision) -> Task:
         knowledge = self.sharing.task_for(d.member_id, self.scheduler) if self.sharing else None
-        return Task(d.member_id, d.step, d.train_steps, d.hparams, d.checkpoint,
-                    derive_seed(self.seed, d.member_id, d.step), knowledge, d.mix)
+        return Task(d.member_id, d.start_step, d.train_steps, d.hparams, d.checkpoint,
+                    derive_seed(self.seed, d.member_id, d.start_step), knowledge, d.mix)
 
     def _retry(self, out: Outcome, task: Task) -> EventRecord | None:
         """A dead worker is not the member's fault: run the same interval again, a few times."""
@@ -252,7 +252,7 @@ class Controller:
                 detail["bad_checkpoint"] = out.bad_checkpoint
             events.append(EventRecord("fail", out.member_id, out.end_step, detail=detail))
         events += [_event(d) for d in decisions if d.action != "continue"]
-        updates = [MemberUpdate(d.member_id, d.hparams, d.step, d.checkpoint,
+        updates = [MemberUpdate(d.member_id, d.hparams, d.start_step, d.checkpoint,
                                 "done" if d.action == "stop" else "training", d.donor_id,
                                 d.action == "exploit") for d in decisions]
         new_tasks = [self._task_for(d) for d in decisions if d.train_steps > 0]
@@ -286,7 +286,7 @@ def _show(live: LiveDisplay, step: _Step) -> None:
     out = step.out
     live.update(out.member_id, score=None if out.failed else out.score)
     for d in step.decisions:
-        row: dict[str, Any] = {"step": d.step, "hparams": d.hparams,
+        row: dict[str, Any] = {"step": d.start_step, "hparams": d.hparams,
                                "status": "done" if d.action == "stop" else "training"}
         if d.action == "exploit":
             row["parent_id"] = d.donor_id

@@ -9,14 +9,21 @@ with, step by step.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 
-def trace(intervals: Sequence[Mapping[str, Any]], member_id: int) -> list[dict[str, Any]]:
-    """The intervals that produced ``member_id``'s latest weights, oldest first."""
+def trace(intervals: Sequence[Mapping[str, Any]], member_id: int,
+          checkpoint: str | None = None) -> list[dict[str, Any]]:
+    """The intervals that produced ``member_id``'s latest weights, oldest first.
+
+    ``checkpoint``: the member's current weights (its row in the store), when a copy
+    it made after its last interval (of a finished donor) holds another's weights."""
     ok = [iv for iv in intervals if iv.get("end_checkpoint")]
     mine = [iv for iv in ok if iv["member_id"] == member_id]
+    if checkpoint is not None and not (mine and mine[-1]["end_checkpoint"] == checkpoint):
+        mine = [iv for iv in ok if iv["end_checkpoint"] == checkpoint] or mine
     if not mine:
         return []
     chain = [mine[-1]]
@@ -30,9 +37,10 @@ def trace(intervals: Sequence[Mapping[str, Any]], member_id: int) -> list[dict[s
         # weights hash to one key (a converged toy), so several may have written it:
         # then the member's own previous interval is the true history
         writers = [w for w in by_end.get(cur["start_checkpoint"], []) if w["id"] < cur["id"]]
-        own = [w for w in writers if w["member_id"] == cur["member_id"]
-               and w["end_step"] == cur["start_step"]]
-        writer = (own or writers or [None])[-1]
+        # and a copy carries its weights' age, so the writer ended at our start step
+        aged = [w for w in writers if w["end_step"] == cur["start_step"]]
+        own = [w for w in aged if w["member_id"] == cur["member_id"]]
+        writer = (own or aged or writers or [None])[-1]
         if writer is None or id(writer) in seen:
             break
         chain.append(writer)
@@ -40,11 +48,12 @@ def trace(intervals: Sequence[Mapping[str, Any]], member_id: int) -> list[dict[s
     return list(reversed(chain))
 
 
-def schedule(intervals: Sequence[Mapping[str, Any]], member_id: int) -> list[dict[str, Any]]:
+def schedule(intervals: Sequence[Mapping[str, Any]], member_id: int,
+             checkpoint: str | None = None) -> list[dict[str, Any]]:
     """The hparams the member's weights saw, as segments of the weights' own age in steps."""
     out: list[dict[str, Any]] = []
     age = 0
-    for iv in trace(intervals, member_id):
+    for iv in trace(intervals, member_id, checkpoint):
         n = iv["end_step"] - iv["start_step"]
         seg = {"from_step": age, "to_step": age + n, "member_id": iv["member_id"],
                "hparams": dict(iv["hparams"]), "score": iv.get("score")}
@@ -56,67 +65,74 @@ def schedule(intervals: Sequence[Mapping[str, Any]], member_id: int) -> list[dic
     return out
 
 
-def ancestors(intervals: Sequence[Mapping[str, Any]], member_id: int) -> list[int]:
+def ancestors(intervals: Sequence[Mapping[str, Any]], member_id: int,
+              checkpoint: str | None = None) -> list[int]:
     """Members whose weights flowed into ``member_id``, in order, without repeats."""
     out: list[int] = []
-    for iv in trace(intervals, member_id):
+    for iv in trace(intervals, member_id, checkpoint):
         if not out or out[-1] != iv["member_id"]:
             out.append(iv["member_id"])
     return out
+
+
+DECISIONS = ("continue", "exploit", "explore", "reinit", "stop")
 
 
 def check_log(intervals: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, Any]],
               steps: int) -> list[str]:
     """Everything wrong with a finished run's log, as sentences (empty: the log is whole).
 
-    Checked: each member's intervals chain from step 0 to ``steps`` with no gap,
-    overlap or repeat (nothing lost, nothing run twice); at most one decision per
-    member and step (no double exploit); every decision follows a recorded
-    interval; and every interval starts from its member's previous weights or from
-    the exact checkpoint its exploit decision handed it, written by the donor
-    interval the decision names (lineage intact)."""
+    Each member's intervals, in the order they were recorded, must follow one another
+    as the decisions between them say (see README, "How steps count"): after an
+    exploit the next interval starts at the donor's age from the exact checkpoint the
+    decision names, written by the donor interval it names; after a reinit at 0 from
+    nothing; otherwise where the member's weights are (the end of a good interval, or
+    the start of a failed one, whose weights are kept). At most one decision follows
+    an interval (a copy of a finished member also stops), none follows no interval,
+    and every member ends holding weights exactly ``steps`` old."""
     problems: list[str] = []
-    done = [iv for iv in intervals if iv.get("end_checkpoint")]
-    ends = {(iv["member_id"], iv["end_step"]): iv for iv in done}
-    decisions: dict[tuple[int, int], list[Mapping[str, Any]]] = {}
+    written = {(iv["member_id"], iv["end_step"], iv["end_checkpoint"])
+               for iv in intervals if iv.get("end_checkpoint")}
+    decisions: dict[int, list[Mapping[str, Any]]] = {}
     for e in events:
-        if e["kind"] in ("continue", "exploit", "explore", "reinit", "stop"):
-            decisions.setdefault((e["member_id"], e["step"]), []).append(e)
-        if e["kind"] in ("continue", "exploit", "explore", "reinit", "stop", "fail") \
-                and e["step"] > 0 and (e["member_id"], e["step"]) not in ends \
-                and not any(iv["member_id"] == e["member_id"] and iv["end_step"] == e["step"]
-                            for iv in intervals):
-            problems.append(f"{e['kind']} of member {e['member_id']} at step {e['step']} "
-                            "follows no recorded interval")
-    for (m, step), ds in decisions.items():
-        if len(ds) > 1:
-            problems.append(f"member {m} has {len(ds)} decisions at step {step}: "
-                            f"{[d['kind'] for d in ds]}")
-    for m in sorted({iv["member_id"] for iv in intervals}):
-        mine = sorted((iv for iv in intervals if iv["member_id"] == m),
-                      key=lambda iv: (iv["start_step"], iv["id"]))
-        at, prev = 0, None
+        if e["kind"] in DECISIONS:
+            decisions.setdefault(e["member_id"], []).append(e)
+    members = sorted({iv["member_id"] for iv in intervals} | set(decisions))
+    for m in members:
+        mine = sorted((iv for iv in intervals if iv["member_id"] == m), key=lambda iv: iv["id"])
+        queue = list(decisions.get(m, []))
+        age, weights = 0, None
         for iv in mine:
-            if iv["start_step"] != at:
-                problems.append(f"member {m}: interval {iv['start_step']}-{iv['end_step']} "
-                                f"does not start where the last ended ({at})")
-            exploit = next((d for d in decisions.get((m, iv["start_step"]), [])
-                            if d["kind"] in ("exploit", "reinit")), None)
-            if exploit is not None:
-                want = (exploit.get("detail") or {}).get("checkpoint")
-                if exploit["kind"] == "exploit":
-                    donor = ends.get((exploit["donor_id"], exploit["donor_step"]))
-                    if donor is None or donor["end_checkpoint"] != want:
-                        problems.append(f"member {m} at step {iv['start_step']}: exploit "
-                                        "names no recorded donor checkpoint")
-            else:
-                want = prev["end_checkpoint"] if prev is not None else None
-            if (exploit is None or exploit["kind"] == "exploit") \
-                    and iv["start_checkpoint"] != want:
-                problems.append(f"member {m}: interval at step {iv['start_step']} started from "
-                                f"{iv['start_checkpoint']}, not {want}")
-            at = iv["end_step"]
-            prev = iv if iv.get("end_checkpoint") else prev
-        if at != steps:
-            problems.append(f"member {m} ended at step {at}, not {steps}")
+            if (iv["start_step"], iv["start_checkpoint"]) != (age, weights):
+                problems.append(
+                    f"member {m}: interval {iv['start_step']}-{iv['end_step']} started at "
+                    f"{iv['start_step']} from {iv['start_checkpoint']}, not at {age} from {weights}")
+            good = iv.get("end_checkpoint") and _finite(iv.get("score"))
+            if good:
+                age, weights = iv["end_step"], iv["end_checkpoint"]
+            mine_now = []
+            if queue and queue[0]["step"] == iv["end_step"]:
+                mine_now.append(queue.pop(0))
+                # a copy of a finished member stops at once, at its new age
+                if mine_now[0]["kind"] == "exploit" and queue and queue[0]["kind"] == "stop" \
+                        and queue[0]["step"] == mine_now[0]["donor_step"]:
+                    mine_now.append(queue.pop(0))
+            for d in mine_now:
+                if d["kind"] == "exploit":
+                    want = (d.get("detail") or {}).get("checkpoint")
+                    if (d["donor_id"], d["donor_step"], want) not in written:
+                        problems.append(f"member {m} at step {d['step']}: exploit names no "
+                                        "recorded donor checkpoint")
+                    age, weights = d["donor_step"], want
+                elif d["kind"] == "reinit":
+                    age, weights = 0, None
+        for d in queue:
+            problems.append(f"{d['kind']} of member {m} at step {d['step']} follows no "
+                            "recorded interval")
+        if mine and age != steps:
+            problems.append(f"member {m} ended with weights {age} steps old, not {steps}")
     return problems
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)

@@ -12,7 +12,6 @@ import statistics
 from collections.abc import Mapping
 from typing import Any
 
-from . import lineage
 from .space import Choice, Domain, Float, Int, Space
 
 GREY, BEST, DONOR = "#a0a0a0", "#d62728", "#606060"
@@ -99,7 +98,7 @@ def lineage_segments(result: Any) -> dict[str, Any]:
     best = best_member(result)
     path = []
     if best is not None:
-        for iv in lineage.trace(result.intervals, best["member_id"]):
+        for iv in result.trace(best["member_id"]):
             if _finite(iv.get("score")):
                 path.append((iv["member_id"], iv["end_step"], float(iv["score"])))
     return {"segments": segments, "branches": branches, "mix_branches": mix_branches,
@@ -133,7 +132,7 @@ def hparam_data(result: Any) -> dict[str, Any]:
     for iv in result.intervals:
         names += [n for n in iv["hparams"] if n not in names]
     best = best_member(result)
-    trace = lineage.trace(result.intervals, best["member_id"]) if best is not None else []
+    trace = result.trace(best["member_id"]) if best is not None else []
     out: dict[str, Any] = {}
     for n in names:
         pop = [(iv["member_id"], iv["start_step"], iv["end_step"], iv["hparams"][n])

@@ -96,15 +96,34 @@ class Result:
         return self.run_dir / "checkpoints" / f"{key}.pt" if key else None
 
     @property
+    def member_steps(self) -> int:
+        """The compute the run spent: steps trained over every interval that reported,
+        failed ones included (an interval whose worker died reported nothing). Compare
+        methods at equal member-steps; with exploits it differs from population × steps,
+        since a copy carries its donor's age (see README, "How steps count")."""
+        return sum(iv["end_step"] - iv["start_step"] for iv in self.intervals)
+
+    @property
     def exploits(self) -> list[dict[str, Any]]:
         return [e for e in self.events if e["kind"] == "exploit"]
 
+    def checkpoint_of(self, member_id: int) -> str | None:
+        """The key of the weights ``member_id`` holds now."""
+        return next((m["checkpoint"] for m in self.members if m["member_id"] == member_id), None)
+
+    def trace(self, member_id: int | None = None) -> list[dict[str, Any]]:
+        """The intervals that made the member's current weights (default: the best's)."""
+        member_id = self.best_member_id if member_id is None else member_id
+        return lineage.trace(self.intervals, member_id, self.checkpoint_of(member_id))
+
     def schedule(self, member_id: int | None = None) -> list[dict[str, Any]]:
         """The hparams the member's final weights were trained with, across exploits."""
-        return lineage.schedule(self.intervals, self.best_member_id if member_id is None else member_id)
+        member_id = self.best_member_id if member_id is None else member_id
+        return lineage.schedule(self.intervals, member_id, self.checkpoint_of(member_id))
 
     def lineage(self, member_id: int | None = None) -> list[int]:
-        return lineage.ancestors(self.intervals, self.best_member_id if member_id is None else member_id)
+        member_id = self.best_member_id if member_id is None else member_id
+        return lineage.ancestors(self.intervals, member_id, self.checkpoint_of(member_id))
 
     def member_scores(self, member_id: int) -> list[tuple[int, float | None]]:
         return [(s["step"], s["score"]) for s in self.scores if s["member_id"] == member_id]

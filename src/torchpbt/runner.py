@@ -25,7 +25,7 @@ from .backends import (
     resolve_devices,
 )
 from .checkpoints import CheckpointDir
-from .controller import Controller, Sharing
+from .controller import Controller, Sharing, WorkersKeepDying
 from .display import LiveDisplay, print_summary
 from .distill import KnowledgeSharing
 from .exploit import Truncation, check_exploit
@@ -33,7 +33,7 @@ from .explore import Perturb, check_explore
 from .member import check_member_class
 from .preflight import preflight
 from .result import DB_NAME, Result, store_url_for
-from .scheduler import PBTConfig, make_scheduler
+from .scheduler import NoProgress, PBTConfig, make_scheduler
 from .space import Domain, Space
 from .specs import to_spec
 from .store import SQLStore, StoreError
@@ -259,6 +259,12 @@ def execute(controller: Controller, tasks: list[Task], member: type, run_path: P
         # every committed step is already durable: only mark the run, then say how to go on
         controller.store.record(controller.run_id, None, [], [], None, status="interrupted")
         raise RunInterrupted(run_path) from None
+    except (NoProgress, WorkersKeepDying) as exc:
+        # the last committed step stands; the run says why it stopped (torchpbt status)
+        state = {**(controller._committed_global or controller.global_state()),
+                 "stopped": str(exc)}
+        controller.store.record(controller.run_id, None, [], [], state, status="failed")
+        raise
     finally:
         controller.deleter.close()  # committed garbage: finish deleting it
         for listener in controller.listeners:

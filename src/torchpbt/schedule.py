@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import lineage
-
 FORMAT = "torchpbt.schedule/1"
 
 
@@ -112,7 +110,7 @@ class Schedule:
                 f"run {result.run['name']} has no member {member!r}; its members are "
                 f"{ids[0]}–{ids[-1]}." if ids else f"run {result.run['name']} has no members."
             )
-        chain = lineage.trace(result.intervals, int(member))
+        chain = result.trace(int(member))
         if not chain:
             raise ScheduleError(
                 f"member {member} of run {result.run['name']} has no trained weights yet (no "

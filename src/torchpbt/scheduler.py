@@ -68,6 +68,8 @@ class _Scheduler:
         self.ranking = Ranking()  # members exploit may compare with (see snapshot)
         self._unscored = set(self.members)  # members that have not reported yet
         self._done: set[int] = set()
+        self.failures_in_a_row = 0  # reports, across members, since the last success
+        self._waiters: dict[int, set[int]] = {}  # donor -> members waiting for its report
 
     # -- public -------------------------------------------------------------
     def start(self) -> list[Decision]:
@@ -92,15 +94,19 @@ class _Scheduler:
         an explore that learns (torchpbt.PB2) has observed (bounded by its history size)."""
         return {"rng": self._encode_rng(self.rng), "bad_checkpoints": sorted(self.bad_checkpoints),
                 "observations": [[o.time, o.hparams, o.improvement]
-                                 for o in self.observations]}
+                                 for o in self.observations],
+                "failures_in_a_row": self.failures_in_a_row}
 
     def member_state(self, member_id: int) -> dict[str, Any]:
         """JSON-able state of one member; changes only when it reports or is decided."""
         m = self.members[member_id]
         return {"member_id": m.member_id, "hparams": m.hparams, "step": m.step,
                 "checkpoint": m.checkpoint, "done": m.done, "tiebreak": m.tiebreak,
-                "baseline": m.baseline,
+                "baseline": m.baseline, "reported": m.reported,
+                "scored": m.member_id not in self._unscored,
                 # strict JSON has no -Infinity (PostgreSQL rejects it): a failure is null
+                "score": None if m.score is None else _finite_or(m.score, "failed"),
+                "awaiting": m.awaiting, "await_reason": m.await_reason,
                 "history": [x if math.isfinite(x) else None for x in m.history]}
 
     def load_global_state(self, state: Mapping[str, Any]) -> None:
@@ -108,16 +114,28 @@ class _Scheduler:
         self.bad_checkpoints = set(state.get("bad_checkpoints", []))
         self.observations = [Observation(t, self.space.coerce(h), y)
                              for t, h, y in state.get("observations", [])]
+        self.failures_in_a_row = int(state.get("failures_in_a_row", 0))
 
     def load_member_state(self, d: Mapping[str, Any]) -> None:
         """Load one member (after :meth:`load_global_state`: its refused checkpoints)."""
+        prev = self.members.get(d["member_id"])
+        if prev is not None and prev.awaiting is not None:
+            self._waiters.get(prev.awaiting, set()).discard(prev.member_id)
         m = self.members[d["member_id"]] = MemberState(
             d["member_id"], self.space.coerce(d["hparams"]), d["step"], d["checkpoint"],
             [-math.inf if x is None else float(x) for x in d["history"]], d["done"],
             float(d.get("tiebreak", 0.0)),  # schema 2 drew none: ties fall to member ids
             d.get("baseline"),
         )
-        (self._unscored.add if m.step == 0 else self._unscored.discard)(m.member_id)
+        # states written before scores were kept apart from histories: the latest one
+        score = d.get("score", m.history[-1] if m.history else None)
+        m.score = -math.inf if score == "failed" else score
+        m.reported = int(d.get("reported", m.step))
+        m.awaiting, m.await_reason = d.get("awaiting"), d.get("await_reason", "")
+        if m.awaiting is not None:
+            self._waiters.setdefault(m.awaiting, set()).add(m.member_id)
+        scored = d.get("scored", m.step > 0)
+        (self._unscored.discard if scored else self._unscored.add)(m.member_id)
         (self._done.add if m.done else self._done.discard)(m.member_id)
         self._rank(m)
 
@@ -139,14 +157,18 @@ class _Scheduler:
         m = self.members[report.member_id]
         if m.done:
             raise ValueError(f"member {m.member_id} reported after it finished")
-        m.step = report.step
-        if m.step > 0:
-            self._unscored.discard(m.member_id)
-        if report.failed:
-            m.history.append(-math.inf)
+        m.reported = report.step
+        self._unscored.discard(m.member_id)
+        score = -math.inf if report.failed else orient(report.score, self.config.mode)
+        if math.isfinite(score):
+            m.step, m.checkpoint = report.step, report.checkpoint
+            self.failures_in_a_row = 0
         else:
-            m.checkpoint = report.checkpoint
-            m.history.append(orient(report.score, self.config.mode))
+            # failed, or a NaN/inf score (weights that may be NaN): the member keeps its
+            # last good checkpoint, and the age of those weights
+            self.failures_in_a_row += 1
+        m.history.append(score)
+        m.score = score
         del m.history[:-HISTORY]  # bounded: state saved at every step stays small
         # a hash of (seed, member, step), not a draw from the RNG: in generational mode the
         # order members report in (which a parallel backend does not fix) must not matter
@@ -157,11 +179,26 @@ class _Scheduler:
                 if other.checkpoint == report.bad_checkpoint:
                     self._rank(other)
         self._rank(m)
+        self._check_progress(m)
         score = m.history[-1] if math.isfinite(m.history[-1]) else None
         if self.history_size:
             self._observe(m, score)
         m.baseline = score  # a member that trains on starts from these weights
         return m
+
+    def _check_progress(self, m: MemberState) -> None:
+        """Stop a run that cannot finish: every recent interval failed, or one member's
+        last ``MAX_FAILURES`` did (it would retry for ever: failures do not age weights)."""
+        streak = len(m.history) - next(
+            (i + 1 for i in range(len(m.history) - 1, -1, -1) if math.isfinite(m.history[i])), 0)
+        everyone = self.failures_in_a_row >= 3 * len(self.members)
+        if streak >= MAX_FAILURES or everyone:
+            who = (f"the last {self.failures_in_a_row} intervals (of every member)" if everyone
+                   else f"member {m.member_id}'s last {streak} intervals")
+            raise NoProgress(
+                f"{who} failed, so the run cannot make progress. Look at the failures' errors "
+                "(torchpbt status RUN_DIR, or the run's events), fix the member or narrow the "
+                "search space, then start a new run.")
 
     def _observe(self, m: MemberState, score: float | None) -> None:
         """Record what the interval just reported achieved with its hparams.
@@ -173,7 +210,7 @@ class _Scheduler:
             return
         tunable = self.space.tunable() or {}
         self.observations.append(Observation(
-            m.step / self.config.ready_every, {n: m.hparams[n] for n in tunable},
+            m.reported / self.config.ready_every, {n: m.hparams[n] for n in tunable},
             None if score is None else score - m.baseline))  # type: ignore[operator]
         del self.observations[:-self.history_size]
 
@@ -190,14 +227,16 @@ class _Scheduler:
 
     def _rank(self, m: MemberState) -> None:
         """Keep the ranking equal to the members :meth:`snapshot` shows."""
-        if m.history and m.checkpoint is not None and m.checkpoint not in self.bad_checkpoints:
-            self.ranking.set(m.member_id, m.history[-1], -m.tiebreak)
+        if m.score is not None and m.checkpoint is not None \
+                and m.checkpoint not in self.bad_checkpoints:
+            self.ranking.set(m.member_id, m.score, -m.tiebreak)
         else:
             self.ranking.discard(m.member_id)
 
     def _view(self, member_id: int) -> MemberView:
         m = self.members[member_id]
-        return MemberView(m.member_id, m.step, m.history[-1], m.history, m.tiebreak)
+        score = -math.inf if m.score is None else m.score
+        return MemberView(m.member_id, m.step, score, m.history, m.tiebreak)
 
     def snapshot(self) -> Population:
         """Latest score of every member that has one and a usable checkpoint: the
@@ -225,14 +264,12 @@ class _Scheduler:
         m: MemberState,
         population: Population,
         frozen: Mapping[int, Donor] | None = None,
-    ) -> Decision:
+    ) -> list[Decision]:
         cfg = self.config
+        at = m.reported
         if m.step >= cfg.steps:
-            m.done = True
-            self._done.add(m.member_id)
-            return Decision(m.member_id, m.step, "stop", dict(m.hparams), m.checkpoint, 0)
-        me = population.get(m.member_id) or MemberView(
-            m.member_id, m.step, m.history[-1], m.history, m.tiebreak)
+            return [self._stop(m)]
+        me = population.get(m.member_id) or self._view(m.member_id)
         failed = not math.isfinite(me.score)
         donor_id, reason = None, ""
         if failed:
@@ -240,7 +277,9 @@ class _Scheduler:
             donor_id = pick_replacement(me, population, self.rng, q)
             reason = "failed"
             if donor_id is None:
-                return self._reinit(m)
+                if m.checkpoint is None or m.checkpoint in self.bad_checkpoints:
+                    return [self._reinit(m)]
+                reason = "failed, no other member has a checkpoint: its own last weights"
         plan = None
         if not failed and m.step >= cfg.burn_in and self.exploit is not None \
                 and self._everyone_scored():
@@ -249,20 +288,38 @@ class _Scheduler:
             donor_id = plan.base if plan is not None else picked
             reason = getattr(plan, "kind", "exploit")
         if donor_id is None:
-            if cfg.explore_when == "ready" and self.explore is not None:
+            if (failed or cfg.explore_when == "ready") and self.explore is not None:
                 old = dict(m.hparams)
                 m.hparams, ops = self._explore(m.hparams, m)
-                return Decision(m.member_id, m.step, "explore", dict(m.hparams), m.checkpoint,
-                                self._next_steps(m), old_hparams=old, operations=ops)
-            return Decision(m.member_id, m.step, "continue", dict(m.hparams), m.checkpoint,
-                            self._next_steps(m))
+                return [Decision(m.member_id, at, "explore", dict(m.hparams), m.checkpoint,
+                                 self._next_steps(m), old_hparams=old, operations=ops,
+                                 reason=reason, from_step=m.step)]
+            return [Decision(m.member_id, at, "continue", dict(m.hparams), m.checkpoint,
+                             self._next_steps(m), reason=reason, from_step=m.step)]
+        if plan is None and not failed and self._wait_for(m, donor_id, frozen):
+            m.awaiting, m.await_reason = donor_id, reason
+            self._waiters.setdefault(donor_id, set()).add(m.member_id)
+            return []
+        return self._copy(m, donor_id, reason, self._raw(me.score), plan, frozen)
+
+    def _wait_for(self, m: MemberState, donor_id: int,
+                  frozen: Mapping[int, Donor] | None) -> bool:
+        """Copy later? Only the async scheduler waits (for a donor still behind)."""
+        return False
+
+    def _copy(self, m: MemberState, donor_id: int, reason: str, score: float | None,
+              plan: Any = None, frozen: Mapping[int, Donor] | None = None) -> list[Decision]:
+        """``m`` takes the donor's weights, their age and (by default) its hparams."""
+        cfg = self.config
+        at = m.reported
         d_ckpt, d_hparams, d_step, d_history = self._donor(donor_id, frozen)
+        finished = d_step >= cfg.steps  # a finished donor: the copy is finished too
         old = dict(m.hparams)
-        base = dict(d_hparams) if cfg.inherit_hparams else dict(m.hparams)
+        base = dict(d_hparams) if cfg.inherit_hparams or finished else dict(m.hparams)
         # the weights come from the donor, so its architecture does too
         base.update({g: d_hparams[g] for g in self.space.genes})
         mix = None
-        if plan is not None and plan.kind != "copy":
+        if plan is not None and plan.kind != "copy" and not finished:
             other = self._donor(plan.donor, frozen) if plan.donor is not None else None
             genome, origin = self.exploit.child(self.space, d_hparams,
                                                 other[1] if other else None, self.rng)
@@ -272,16 +329,26 @@ class _Scheduler:
                    "donor_step": other[2] if other else None,
                    "donor_checkpoint": other[0] if other else None}
         ops: dict[str, str] = {}
-        if self.explore is not None:
+        if self.explore is not None and not finished:
             base, ops = self._explore(base, m)
-        # its old score belonged to its old weights; it is ranked again once it reports
-        m.hparams, m.checkpoint, m.history = base, d_ckpt, []
+        # the copy carries the donor's weights and their age; it keeps its own latest score
+        # (not the donor's) until it reports: see "How exploit ranks" in the README
+        m.hparams, m.checkpoint, m.step = base, d_ckpt, d_step
         m.baseline = d_history[-1] if d_history and math.isfinite(d_history[-1]) else None
         self._rank(m)
-        return Decision(m.member_id, m.step, "exploit", dict(base), d_ckpt,
+        out = [Decision(m.member_id, at, "exploit", dict(base), d_ckpt,
                         self._next_steps(m), donor_id=donor_id, donor_step=d_step,
                         old_hparams=old, operations=ops, reason=reason,
-                        score=self._raw(me.score), donor_score=self._raw(d_history[-1]), mix=mix)
+                        score=score, donor_score=self._raw(d_history[-1]),
+                        mix=mix, from_step=d_step)]
+        if finished:
+            out.append(self._stop(m))
+        return out
+
+    def _stop(self, m: MemberState) -> Decision:
+        m.done = True
+        self._done.add(m.member_id)
+        return Decision(m.member_id, m.step, "stop", dict(m.hparams), m.checkpoint, 0)
 
     def _donor(self, donor_id: int, frozen: Mapping[int, Donor] | None) -> Donor:
         if frozen is not None:
@@ -312,20 +379,42 @@ class _Scheduler:
     def _reinit(self, m: MemberState) -> Decision:
         """No healthy member to copy: start this one afresh from the prior."""
         old = dict(m.hparams)
-        m.hparams, m.checkpoint, m.history = self.space.sample(self.rng), None, []
+        # fresh weights are 0 steps old: they train the whole budget again
+        m.hparams, m.checkpoint, m.step = self.space.sample(self.rng), None, 0
         m.baseline = None
         self._rank(m)
-        return Decision(m.member_id, m.step, "reinit", dict(m.hparams), None, self._next_steps(m),
-                        old_hparams=old, operations={n: "resample" for n in self.space},
-                        reason="failed, no healthy donor")
+        return Decision(m.member_id, m.reported, "reinit", dict(m.hparams), None,
+                        self._next_steps(m), old_hparams=old,
+                        operations={n: "resample" for n in self.space},
+                        reason="failed, no member has a checkpoint", from_step=0)
 
 
 class AsyncScheduler(_Scheduler):
-    """The paper's asynchronous PBT: nobody waits; decide against the latest scores."""
+    """The paper's asynchronous PBT: decide at once against the latest scores.
+
+    One refinement: a member that decides to copy a donor whose latest weights are
+    younger than its own (the donor is still training towards the receiver's step)
+    waits for that interval, then copies the donor's new weights. Copying the older
+    ones would make it train those steps again, and the members that copied would
+    report sooner than the rest: that timing alone biases every later ranking.
+    """
 
     def report(self, report: Report) -> list[Decision]:
         m = self._record(report)
-        return [self._decide(m, self.snapshot())]
+        released = [d for r in sorted(self._waiters.pop(m.member_id, ()))
+                    for d in self._release(self.members[r], m)]
+        return released + self._decide(m, self.snapshot())
+
+    def _wait_for(self, m: MemberState, donor_id: int,
+                  frozen: Mapping[int, Donor] | None) -> bool:
+        d = self.members[donor_id]
+        # a member that is neither done nor waiting is training, so its report will come
+        return d.step < m.step and not d.done and d.awaiting is None
+
+    def _release(self, m: MemberState, donor: MemberState) -> list[Decision]:
+        m.awaiting, reason = None, m.await_reason
+        m.await_reason = ""
+        return self._copy(m, donor.member_id, reason, self._raw(m.score))
 
 
 class SyncScheduler(_Scheduler):
@@ -346,7 +435,7 @@ class SyncScheduler(_Scheduler):
             return []
         population, frozen = self.frozen_snapshot(), self._frozen()  # before any copy
         batch, self._waiting = sorted(self._waiting.values(), key=lambda x: x.member_id), {}
-        return [self._decide(x, population, frozen) for x in batch]
+        return [d for x in batch for d in self._decide(x, population, frozen)]
 
     def member_state(self, member_id: int) -> dict[str, Any]:
         return {**super().member_state(member_id), "waiting": member_id in self._waiting}
@@ -358,12 +447,23 @@ class SyncScheduler(_Scheduler):
             self._waiting[d["member_id"]] = self.members[d["member_id"]]
 
 
+class NoProgress(RuntimeError):
+    """Intervals keep failing: the run stops instead of retrying for ever."""
+
+
+MAX_FAILURES = 10  # failed intervals in a row after which one member stops the run
+
+
+def _finite_or(x: float, failed: str) -> float | str:
+    return x if math.isfinite(x) else failed
+
+
 def make_scheduler(sync: bool, *args: Any, **kwargs: Any) -> _Scheduler:
     return (SyncScheduler if sync else AsyncScheduler)(*args, **kwargs)
 
 
 __all__ = [
-    "AsyncScheduler", "Decision", "MemberState", "PBTConfig", "Report", "SyncScheduler",
+    "AsyncScheduler", "Decision", "MemberState", "NoProgress", "PBTConfig", "Report", "SyncScheduler",
     "make_scheduler", "orient", "quantile_count",
 ]
 

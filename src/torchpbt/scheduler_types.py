@@ -22,7 +22,15 @@ class Report:
 
 @dataclass(frozen=True)
 class Decision:
-    """What a member does next. ``action`` is start, continue, exploit, reinit or stop."""
+    """What a member does next. ``action`` is start, continue, exploit, reinit or stop.
+
+    ``step`` is the member's step when it was decided (its report's). The next
+    interval starts at :attr:`start_step`, the age of the weights it starts from: a
+    copy carries the donor's weights *and their age* (``from_step`` = the donor's
+    step), a reinit starts again at 0, and a member whose interval failed goes on
+    from the age of its last good checkpoint. So every member's final weights have
+    trained exactly ``steps`` steps.
+    """
 
     member_id: int
     step: int
@@ -39,6 +47,11 @@ class Decision:
     donor_score: float | None = None
     # architecture change (torchpbt.nas): second parent, per-gene origin, shrink-perturb λ/γ
     mix: dict[str, Any] | None = None
+    from_step: int | None = None  # where the next interval starts, when not at ``step``
+
+    @property
+    def start_step(self) -> int:
+        return self.step if self.from_step is None else self.from_step
 
 
 Donor = tuple[str | None, dict[str, Any], int, list[float]]  # checkpoint, hparams, step, history
@@ -49,7 +62,7 @@ HISTORY = 100  # scores kept per member for exploit (TTest uses the last `window
 class MemberState:
     member_id: int
     hparams: dict[str, Any]
-    step: int = 0
+    step: int = 0  # the age of ``checkpoint``: where its next (or running) interval starts
     checkpoint: str | None = None
     history: list[float] = field(default_factory=list)  # oriented: higher is better
     done: bool = False
@@ -57,6 +70,14 @@ class MemberState:
     # oriented score of the weights the running interval started from (None: unknown or
     # failed), so the interval's improvement is measured against what it really began with
     baseline: float | None = None
+    # what exploit ranks it by: its latest reported score (oriented), kept through a copy
+    # until it reports again, so every member always holds exactly one score
+    score: float | None = None
+    reported: int = 0  # the step of its latest report (where a decision on it is logged)
+    # async: the donor whose interval in progress it waits for, to copy weights as old as
+    # its own (instead of older ones it would have to train again); and why it copies
+    awaiting: int | None = None
+    await_reason: str = ""
 
     @property
     def latest(self) -> float | None:

@@ -7,6 +7,8 @@ threads make a parallel run slower than a serial one.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import multiprocessing as mp
 import os
 import queue
@@ -71,6 +73,10 @@ class LocalBackend(Backend):
         # (concurrent.futures.wait) cost O(population) per event
         self._finished: queue.SimpleQueue[Future[Outcome]] = queue.SimpleQueue()
         self._ready: list[Outcome] = []
+        # tasks not yet handed to the pool, least-advanced first: the pool itself runs
+        # what it is given in order, so it only ever holds as many tasks as it has workers
+        self._queued: list[tuple[int, int, int, Task]] = []
+        self._seq = itertools.count()
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -96,12 +102,19 @@ class LocalBackend(Backend):
         return {(r[i + 1], r[i + 2]): r[i] for i in range(0, len(r), 3) if r[i]}
 
     def submit(self, task: Task) -> None:
-        try:
-            fut = self._pool.submit(_run, task)
-        except BrokenProcessPool:  # a worker died since the last wait(): recover, then retry
-            self._recover()
-            fut = self._pool.submit(_run, task)
-        self._track(fut, task)
+        heapq.heappush(self._queued, (task.start_step, task.member_id, next(self._seq), task))
+        self._fill()
+
+    def _fill(self) -> None:
+        """Hand queued tasks to the pool while it has an idle worker."""
+        while self._queued and len(self._futures) < self.workers:
+            task = heapq.heappop(self._queued)[3]
+            try:
+                fut = self._pool.submit(_run, task)
+            except BrokenProcessPool:  # a worker died since the last wait(): recover, retry
+                self._recover()
+                fut = self._pool.submit(_run, task)
+            self._track(fut, task)
 
     def _track(self, fut: Future[Outcome], task: Task) -> None:
         self._futures[fut] = task
@@ -124,7 +137,9 @@ class LocalBackend(Backend):
         if any(isinstance(f.exception(), BrokenProcessPool) for f in done if not f.cancelled()):
             self._recover()  # sorts every task of the broken pool: culprit, done, or resubmit
             return self.wait()
-        return [self._outcome(f, self._futures.pop(f)) for f in done]
+        out = [self._outcome(f, self._futures.pop(f)) for f in done]
+        self._fill()  # now, not after the controller's commit: no worker idles meanwhile
+        return out
 
     def _outcome(self, fut: Future[Outcome], task: Task) -> Outcome:
         try:
@@ -176,10 +191,11 @@ class LocalBackend(Backend):
         for task in lost:
             if task not in culprits:
                 self._track(self._pool.submit(_run, task), task)
+        self._fill()
 
     @property
     def pending(self) -> int:
-        return len(self._futures) + len(self._ready)
+        return len(self._futures) + len(self._ready) + len(self._queued)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

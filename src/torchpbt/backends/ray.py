@@ -14,10 +14,10 @@ like for any dead worker, and a fresh actor takes the slot.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import warnings
-from collections import deque
 from typing import Any
 
 from .base import Backend
@@ -100,7 +100,7 @@ class RayBackend(Backend):
         self._actors: list[Any] = [self._new_actor(slot) for slot in range(workers)]
         self._await_actors(ACTOR_START_WAIT)
         self._idle: list[int] = list(range(workers))
-        self._queue: deque[Task] = deque()
+        self._queue: list[Task] = []  # kept least-advanced first (start step, member)
         self._running: dict[Any, tuple[int, Task]] = {}  # ObjectRef → (slot, task)
         self._holder: dict[int, int] = {}  # member → the slot whose actor has it in memory
         self._ready: list[Outcome] = []
@@ -122,7 +122,7 @@ class RayBackend(Backend):
                        timeout=timeout)
 
     def submit(self, task: Task) -> None:
-        self._queue.append(task)
+        bisect.insort(self._queue, task, key=lambda t: (t.start_step, t.member_id))
         self._dispatch()
 
     def _dispatch(self) -> None:
@@ -190,7 +190,7 @@ class RayBackend(Backend):
             return
         for actor in self._actors:
             self._ray.kill(actor, no_restart=True)
-        self._actors, self._running, self._queue = [], {}, deque()
+        self._actors, self._running, self._queue = [], {}, []
         if self._owns_runtime:
             self._ray.shutdown()
 

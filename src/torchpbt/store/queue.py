@@ -68,10 +68,11 @@ class TaskQueue:
 
     # -- worker side ----------------------------------------------------------
     def claim(self, worker: str) -> tuple[int, dict[str, Any]] | None:
-        """The oldest queued row, now ours; None if there is none."""
+        """The least-advanced queued row (lowest start step, then the oldest), now ours;
+        None if there is none."""
         pick = (select(TaskRow.id).where(TaskRow.run_id == self.run_id,
                                          TaskRow.status == "queued")
-                .order_by(TaskRow.id).limit(1))
+                .order_by(TaskRow.start_step, TaskRow.id).limit(1))
         if self._skip_locked:  # concurrent claimers pass over each other's rows
             pick = pick.with_for_update(skip_locked=True)
         with self.engine.begin() as c:
