@@ -55,6 +55,23 @@ def test_nas_example_runs_as_a_file_and_through_the_cli(tmp_path):
     assert pbt.load(tmp_path / "cli").run["config"]["exploit"] == "Mutation(fraction=0.25)"
 
 
+def test_mnist1d_schedule_example_runs_as_a_file_and_through_the_cli(tmp_path):
+    p = _py(str(EXAMPLES / "mnist1d_schedule.py"), "--population", "4", "--steps", "200",
+            "--ready-every", "50", "--workers", "1", "--quiet", "--run-dir",
+            str(tmp_path / "m1"), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "test accuracy" in p.stdout and "its lr schedule: 0-" in p.stdout
+    r = pbt.load(tmp_path / "m1")
+    chains_are_complete(r, 200)
+    assert r.member_steps == 4 * 200 and r.best_score > 0.2  # 10 classes: chance is 0.1
+    cli = [sys.executable, "-m", "torchpbt.cli", "run", str(EXAMPLES / "mnist1d_schedule.py"),
+           "--", "--population", "2", "--steps", "40", "--ready-every", "20", "--workers", "1",
+           "--quiet", "--run-dir", str(tmp_path / "cli")]
+    q = subprocess.run(cli, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert q.returncode == 0, q.stderr
+    assert pbt.load(tmp_path / "cli").member_steps == 80
+
+
 def test_mnist_example_runs_as_a_file_with_local_workers(tmp_path):
     p = _py(str(EXAMPLES / "mnist.py"), "--population", "4", "--steps", "60", "--ready-every",
             "20", "--workers", "2", "--run-dir", str(tmp_path / "mn"), cwd=tmp_path)
