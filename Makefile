@@ -36,6 +36,7 @@ bench-deps: $(BENCH_STAMP)
 bench: $(BENCH_STAMP)
 	$(PY) benchmarks/toy_figure.py
 	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/supervised_schedule.py
 	$(PY) benchmarks/search_quality.py
 	$(PY) benchmarks/knowledge_sharing.py
 	$(PY) benchmarks/nas_mixing.py
@@ -53,6 +54,7 @@ bench: $(BENCH_STAMP)
 bench-quick: $(BENCH_STAMP)
 	$(PY) benchmarks/toy_figure.py --quick
 	$(PY) benchmarks/overhead.py --quick
+	$(PY) benchmarks/supervised_schedule.py --quick
 	$(PY) benchmarks/search_quality.py --quick
 	$(PY) benchmarks/knowledge_sharing.py --quick
 	$(PY) benchmarks/nas_mixing.py --quick

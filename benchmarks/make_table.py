@@ -12,7 +12,7 @@ from pathlib import Path
 
 import _common as C
 
-ORDER = ("toy_figure", "overhead", "search_quality", "vs_ray_tune")  # others follow alphabetically
+ORDER = ("supervised_schedule", "toy_figure", "overhead", "search_quality", "vs_ray_tune")  # others follow alphabetically
 OP_TEXT = {"<=": "≤", ">=": "≥", "<": "<", ">": ">", "==": "="}
 
 INTRO = """\
