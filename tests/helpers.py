@@ -219,7 +219,8 @@ def chains_are_complete(r: pbt.Result, steps: int) -> None:
     run twice, and every member's final weights trained exactly ``steps`` steps."""
     from torchpbt.lineage import check_log
 
-    assert check_log(r.intervals, r.events, steps) == []
+    problems = check_log(r.intervals, r.events, steps)
+    assert problems == [], problems
     for m in r.members:
         assert m["status"] == "done" and m["step"] == steps
         assert pbt.Schedule.from_result(r, m["member_id"]).total == steps
