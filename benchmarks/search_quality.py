@@ -40,7 +40,7 @@ def one_run(method: str, seed: int, cfg: dict) -> dict:
         seconds = time.perf_counter() - t0
         test = test_accuracy(result)  # needs the checkpoint: before the directory goes
     curve = C.best_per_step(result.scores, result.mode)
-    steps = sum(iv["end_step"] - iv["start_step"] for iv in result.intervals)
+    steps = result.member_steps
     return {"seed": seed, "method": method, "best_val": result.best_score, "best_test": test,
             "best_member": result.best_member_id, "best_hparams": result.best_hparams,
             "exploits": len(result.exploits),

@@ -105,7 +105,6 @@ class _Scheduler:
                 "baseline": m.baseline, "reported": m.reported,
                 "scored": m.member_id not in self._unscored,
                 # strict JSON has no -Infinity (PostgreSQL rejects it): a failure is null
-                "score": None if m.score is None else _finite_or(m.score, "failed"),
                 "awaiting": m.awaiting, "await_reason": m.await_reason,
                 "history": [x if math.isfinite(x) else None for x in m.history]}
 
@@ -127,9 +126,6 @@ class _Scheduler:
             float(d.get("tiebreak", 0.0)),  # schema 2 drew none: ties fall to member ids
             d.get("baseline"),
         )
-        # states written before scores were kept apart from histories: the latest one
-        score = d.get("score", m.history[-1] if m.history else None)
-        m.score = -math.inf if score == "failed" else score
         m.reported = int(d.get("reported", m.step))
         m.awaiting, m.await_reason = d.get("awaiting"), d.get("await_reason", "")
         if m.awaiting is not None:
@@ -168,7 +164,6 @@ class _Scheduler:
             # last good checkpoint, and the age of those weights
             self.failures_in_a_row += 1
         m.history.append(score)
-        m.score = score
         del m.history[:-HISTORY]  # bounded: state saved at every step stays small
         # a hash of (seed, member, step), not a draw from the RNG: in generational mode the
         # order members report in (which a parallel backend does not fix) must not matter
@@ -227,15 +222,14 @@ class _Scheduler:
 
     def _rank(self, m: MemberState) -> None:
         """Keep the ranking equal to the members :meth:`snapshot` shows."""
-        if m.score is not None and m.checkpoint is not None \
-                and m.checkpoint not in self.bad_checkpoints:
-            self.ranking.set(m.member_id, m.score, -m.tiebreak)
+        if m.history and m.checkpoint is not None and m.checkpoint not in self.bad_checkpoints:
+            self.ranking.set(m.member_id, m.history[-1], -m.tiebreak)
         else:
             self.ranking.discard(m.member_id)
 
     def _view(self, member_id: int) -> MemberView:
         m = self.members[member_id]
-        score = -math.inf if m.score is None else m.score
+        score = -math.inf if m.latest is None else m.latest
         return MemberView(m.member_id, m.step, score, m.history, m.tiebreak)
 
     def snapshot(self) -> Population:
@@ -414,7 +408,7 @@ class AsyncScheduler(_Scheduler):
     def _release(self, m: MemberState, donor: MemberState) -> list[Decision]:
         m.awaiting, reason = None, m.await_reason
         m.await_reason = ""
-        return self._copy(m, donor.member_id, reason, self._raw(m.score))
+        return self._copy(m, donor.member_id, reason, self._raw(m.history[-1]))
 
 
 class SyncScheduler(_Scheduler):
@@ -452,10 +446,6 @@ class NoProgress(RuntimeError):
 
 
 MAX_FAILURES = 10  # failed intervals in a row after which one member stops the run
-
-
-def _finite_or(x: float, failed: str) -> float | str:
-    return x if math.isfinite(x) else failed
 
 
 def make_scheduler(sync: bool, *args: Any, **kwargs: Any) -> _Scheduler:

@@ -70,9 +70,6 @@ class MemberState:
     # oriented score of the weights the running interval started from (None: unknown or
     # failed), so the interval's improvement is measured against what it really began with
     baseline: float | None = None
-    # what exploit ranks it by: its latest reported score (oriented), kept through a copy
-    # until it reports again, so every member always holds exactly one score
-    score: float | None = None
     reported: int = 0  # the step of its latest report (where a decision on it is logged)
     # async: the donor whose interval in progress it waits for, to copy weights as old as
     # its own (instead of older ones it would have to train again); and why it copies
@@ -81,6 +78,8 @@ class MemberState:
 
     @property
     def latest(self) -> float | None:
+        """What exploit ranks it by: its latest reported score. A copy and a reinit keep
+        their history, so every member that has reported holds exactly one score."""
         return self.history[-1] if self.history else None
 
 
