@@ -1,16 +1,20 @@
-"""PBT vs random search on examples/cartpole.py (A2C, CartPole-v1) at equal environment steps.
+"""Task (b): PBT vs random search vs a grid on examples/cartpole.py (A2C, CartPole-v1).
 
-For every seed both methods start from the same sampled population (checked)
-and every member consumes exactly the same number of environment transitions
-(``steps × ENV_STEPS_PER_STEP``, checked from the stored intervals); they differ
-only in exploit/explore: PBT uses the example's Truncation(0.25) + Perturb(),
-random search exploit=None, explore=None. Recorded per run: the best greedy
-return in the population at each ready step (the curve, against env steps per
-member), the first env step at which it reaches 475, the population's mean
-return at the end, and the best member's greedy return on 100 fresh start
-states (no selection bias: "test").
+CartPole-v1 caps returns at 500 and a good A2C run reaches the cap, so the
+final return alone cannot separate the methods. The primary score is the
+**area under the curve**: the mean, over ready steps, of the best greedy return
+in the population (so a method that reaches 500 sooner and stays there scores
+higher), with the environment steps to return 475 beside it.
 
-    python benchmarks/rl_cartpole.py            # 5 seeds × 8 members × 300 steps (76,800 env steps each)
+Per seed, three runs of P members × S steps on the serial backend, every member
+consuming exactly ``S × ENV_STEPS_PER_STEP`` environment transitions (checked
+from the stored intervals): PBT (the example's Truncation(0.25) + Perturb()),
+random search (the same sampled initial population, checked; exploit=None,
+explore=None), and a fixed grid of P hparam sets. Also recorded: the population's
+mean final return and the best member's greedy return on 100 fresh start states
+("test"). Welch and paired t-tests over ≥ 10 seeds; runs go two at a time.
+
+    python benchmarks/rl_cartpole.py            # 10 seeds × 8 members × 200 steps (51,200 env steps each)
     python benchmarks/rl_cartpole.py --quick    # 2 seeds, tiny budget
 """
 
@@ -18,15 +22,24 @@ from __future__ import annotations
 
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import _common as C
 
 C.use_examples()
 
 NAME = "rl_cartpole"
-METHODS = ("pbt", "random")
+METHODS = ("pbt", "random", "grid")
 TARGET = 475.0  # CartPole-v1's "solved" return
 TEST_EPISODES, TEST_SEED = 100, 777
+
+
+def grid(n: int) -> list[dict]:
+    """n fixed hparam sets: lr × entropy cost, the other hparams at common A2C values."""
+    lrs = [3e-4, 1e-3, 3e-3, 1e-2, 3e-2][: max(1, (n + 1) // 2)]
+    out = [{"lr": lr, "entropy_cost": ent, "horizon": 100.0, "unroll": 16}
+           for lr in lrs for ent in (1e-3, 1e-2)]
+    return out[:n]
 
 
 def test_return(result) -> float:
@@ -42,33 +55,36 @@ def test_return(result) -> float:
     return greedy_return(member.model, TEST_EPISODES, TEST_SEED)
 
 
-def one_run(method: str, seed: int, cfg: dict) -> dict:
+def one_run(args: tuple[str, int, dict]) -> dict:
+    import torch
     from cartpole import ENV_STEPS_PER_STEP, SPACE, CartPoleMember
 
     import torchpbt as pbt
 
-    exploit, explore = ((pbt.Truncation(0.25), pbt.Perturb()) if method == "pbt"
-                        else (None, None))
+    method, seed, cfg = args
+    torch.set_num_threads(1)
+    kw: dict = {"exploit": None, "explore": None}
+    if method == "pbt":
+        kw = {"exploit": pbt.Truncation(0.25), "explore": pbt.Perturb()}
+    elif method == "grid":
+        kw["initial_hparams"] = grid(cfg["population"])
     with C.temp_run_dir(f"cartpole-{method}") as run_dir:
         t0 = time.perf_counter()
         result = pbt.run(CartPoleMember, SPACE, population=cfg["population"],
-                         steps=cfg["steps"], ready_every=cfg["ready_every"], exploit=exploit,
-                         explore=explore, seed=seed, backend="serial", run_dir=run_dir,
-                         progress=False)
+                         steps=cfg["steps"], ready_every=cfg["ready_every"], seed=seed,
+                         backend="serial", run_dir=run_dir, progress=False, **kw)
         seconds = time.perf_counter() - t0
         test = test_return(result)  # needs the checkpoint: before the directory goes
     curve = C.best_per_step(result.scores, result.mode)
     env_steps = [s * ENV_STEPS_PER_STEP for s in curve]
     reached = next((e for e, v in zip(env_steps, curve.values(), strict=True) if v >= TARGET),
                    None)
-    per_member: dict[int, int] = {}
-    for iv in result.intervals:
-        per_member[iv["member_id"]] = (per_member.get(iv["member_id"], 0)
-                                       + (iv["end_step"] - iv["start_step"]) * ENV_STEPS_PER_STEP)
-    return {"seed": seed, "method": method, "best": result.best_score, "best_test": test,
+    return {"seed": seed, "method": method, "auc": statistics.fmean(curve.values()),
+            "best": result.best_score, "best_test": test,
             "population_mean": statistics.fmean(m["score"] for m in result.members),
-            "env_steps_to_target": reached, "env_steps_per_member": per_member,
-            "best_hparams": result.best_hparams, "exploits": len(result.exploits),
+            "env_steps_to_target": reached, "member_steps": result.member_steps,
+            "best_hparams": result.best_hparams,
+            "exploits": len(result.exploits),
             "failed_intervals": sum(1 for iv in result.intervals if iv["error"]),
             "seconds": round(seconds, 2), "env_steps": env_steps,
             "best_per_step": list(curve.values()), "initial_hparams": C.initial_hparams(result)}
@@ -76,71 +92,69 @@ def one_run(method: str, seed: int, cfg: dict) -> dict:
 
 def main(argv=None) -> None:
     def add(p):
-        p.add_argument("--seeds", type=int, default=None, help="default 5 (quick: 2)")
-        p.add_argument("--population", type=int, default=None, help="default 8 (quick: 3)")
-        p.add_argument("--steps", type=int, default=None, help="default 300 (quick: 20)")
-        p.add_argument("--ready-every", type=int, default=None, help="default 20 (quick: 10)")
+        p.add_argument("--seeds", type=int, default=None, help="default 10 (quick: 2)")
+        p.add_argument("--population", type=int, default=None, help="default 8 (quick: 4)")
+        p.add_argument("--steps", type=int, default=None, help="default 200 (quick: 20)")
+        p.add_argument("--ready-every", type=int, default=None, help="default 10 (quick: 5)")
+        p.add_argument("--jobs", type=int, default=2, help="runs at once (one thread each)")
 
     args = C.parse_args(__doc__.splitlines()[0], argv, add)
     from cartpole import ENV_STEPS_PER_STEP
+    from scipy import stats
 
     q = args.quick
-    cfg = {"seeds": args.seeds or (2 if q else 5), "population": args.population or (3 if q else 8),
-           "steps": args.steps or (20 if q else 300),
-           "ready_every": args.ready_every or (10 if q else 20), "backend": "serial",
+    cfg = {"seeds": args.seeds or (2 if q else 10), "population": args.population or (4 if q else 8),
+           "steps": args.steps or (20 if q else 200),
+           "ready_every": args.ready_every or (5 if q else 10), "backend": "serial",
            "env_steps_per_step": ENV_STEPS_PER_STEP,
            "pbt": "Truncation(0.25) + Perturb() (examples/cartpole.py)",
            "random": "exploit=None, explore=None", "space": "examples/cartpole.py SPACE",
            "score": "greedy return, 16 fixed start states",
+           "auc": "mean over ready steps of the best score in the population",
            "test": f"greedy return of the best member, {TEST_EPISODES} fresh start states"}
-    budget = cfg["steps"] * ENV_STEPS_PER_STEP
-    cfg["env_steps_per_member"] = budget
+    cfg["grid"] = grid(cfg["population"])
+    cfg["env_steps_per_member"] = cfg["steps"] * ENV_STEPS_PER_STEP
 
     runs: list[dict] = []
     t0 = time.perf_counter()
-    with C.ForeignCpu() as foreign, C.progress() as bar:
-        task = bar.add_task("rl_cartpole: seeds × (pbt, random)", total=cfg["seeds"] * 2)
-        for seed in range(cfg["seeds"]):
-            pair = {}
-            for m in METHODS:
-                pair[m] = one_run(m, seed, cfg)
-                bar.advance(task)
-            runs += pair.values()
-            C.check_paired(f"seed {seed}", pair)
-            for r in pair.values():
-                if set(r["env_steps_per_member"].values()) != {budget}:
-                    raise RuntimeError(f"{r['method']} seed {seed}: unequal env steps "
-                                       f"{r['env_steps_per_member']}")
-            bar.console.print(
-                f"seed {seed}: " + ", ".join(
-                    f"{m} test {pair[m]['best_test']:.0f} reached {TARGET:.0f} at "
-                    f"{pair[m]['env_steps_to_target'] or 'never'}" for m in METHODS))
+    jobs = [(m, seed, cfg) for seed in range(cfg["seeds"]) for m in METHODS]
+    with C.ForeignCpu() as foreign, C.progress() as bar, ProcessPoolExecutor(args.jobs) as pool:
+        task = bar.add_task("rl_cartpole: seeds × (pbt, random, grid)", total=len(jobs))
+        for r in pool.map(one_run, jobs):
+            runs.append(r)
+            bar.advance(task)
     wall = time.perf_counter() - t0
+    for r in runs:  # equal compute
+        if r["member_steps"] != cfg["population"] * cfg["steps"]:
+            raise RuntimeError(f"{r['method']} seed {r['seed']}: {r['member_steps']} member-steps, "
+                               f"not {cfg['population'] * cfg['steps']}: not equal compute")
+    for seed in range(cfg["seeds"]):
+        C.check_paired(f"seed {seed}", {r["method"]: r for r in runs
+                                        if r["seed"] == seed and r["method"] != "grid"})
 
-    by = {m: [r for r in runs if r["method"] == m] for m in METHODS}
+    by = {m: sorted((r for r in runs if r["method"] == m), key=lambda r: r["seed"])
+          for m in METHODS}
     summary: dict[str, float] = {}
     for m in METHODS:
-        for key in ("best_test", "population_mean"):
+        for key in ("auc", "best_test", "population_mean"):
             summary[f"{m}_{key}_mean"], summary[f"{m}_{key}_std"] = C.mean_std(
                 [r[key] for r in by[m]])
         hit = [r["env_steps_to_target"] for r in by[m] if r["env_steps_to_target"] is not None]
         summary[f"{m}_seeds_reaching_{TARGET:.0f}"] = len(hit)
         summary[f"{m}_env_steps_to_{TARGET:.0f}_mean"] = C.mean_std(hit)[0]
-        summary[f"{m}_auc_mean"] = statistics.fmean(  # mean of the best-return curve
-            statistics.fmean(r["best_per_step"]) for r in by[m])
-    test = {m: [r["best_test"] for r in by[m]] for m in METHODS}
-    pop = {m: [r["population_mean"] for r in by[m]] for m in METHODS}
-    summary["test_diff"] = summary["pbt_best_test_mean"] - summary["random_best_test_mean"]
-    summary["p_value"] = C.welch_p(test["pbt"], test["random"])
-    summary["population_diff"] = (summary["pbt_population_mean_mean"]
-                                  - summary["random_population_mean_mean"])
-    summary["p_value_population"] = C.welch_p(pop["pbt"], pop["random"])
+    for other in ("random", "grid"):
+        for key, tag in (("auc", "auc"), ("best_test", "test"), ("population_mean", "population")):
+            a, b = [r[key] for r in by["pbt"]], [r[key] for r in by[other]]
+            summary[f"{tag}_pbt_minus_{other}"] = statistics.fmean(a) - statistics.fmean(b)
+            summary[f"{tag}_p_vs_{other}"] = C.welch_p(a, b)
+            summary[f"{tag}_p_vs_{other}_paired"] = float(stats.ttest_rel(a, b).pvalue)
+    summary["member_steps_per_run"] = cfg["population"] * cfg["steps"]
     summary["foreign_cpu_cores"] = foreign.seconds / wall
-    goals = {"test_diff": C.goal(0.0, ">"), "p_value": C.goal(0.05, "<")}
+    goals = {"auc_pbt_minus_random": C.goal(0.0, ">"), "auc_p_vs_random": C.goal(0.05, "<")}
 
     axis = by["pbt"][0]["env_steps"]
     curves = {label: (axis, [r["best_per_step"] for r in by[m] if r["env_steps"] == axis])
-              for m, label in (("pbt", "PBT"), ("random", "random search"))}
+              for m, label in (("pbt", "PBT"), ("random", "random search"), ("grid", "grid"))}
     png = C.artifact_path(NAME, q, ".png")
     C.plot_bands(png, curves, xlabel="environment steps per member",
                  ylabel="best greedy return in the population",
@@ -148,25 +162,28 @@ def main(argv=None) -> None:
                         f"mean ± std over {cfg['seeds']} seeds"),
                  hline=(TARGET, f"return {TARGET:.0f}"), ylim=(0.0, 520.0))
     notes = (
-        "Goals are ours: PBT's mean test return (greedy return of the best member on "
-        f"{TEST_EPISODES} fresh start states, max 500) above random search's, with Welch's "
-        "t-test p < 0.05. Both methods start from the same sampled population per seed "
-        "(checked) and every member consumes the same environment steps (checked). "
-        f"env_steps_to_{TARGET:.0f}: first ready step at which the best score in the "
-        f"population (greedy return on 16 fixed start states) reached {TARGET:.0f}, mean over "
-        "the seeds that reached it (seeds_reaching says how many). population_mean: mean "
-        "final score over all members. foreign_cpu_cores = CPU used by other processes "
-        "during the benchmark, in cores (the machine has 2); it slows the run but does not "
-        "change the figures, which are deterministic on the serial backend.")
+        "Goals are ours: PBT's mean AUC (mean over ready steps of the best greedy return in "
+        "the population, max 500) above random search's, with Welch's p < 0.05; paired "
+        "p-values pair by seed. PBT and random search start from the same sampled population "
+        "per seed (checked); the grid's population is config.grid. Every run spent exactly "
+        "population × steps member-steps (checked), one step being env_steps_per_step "
+        f"transitions. env_steps_to_{TARGET:.0f}: first ready step at which the best score "
+        f"reached {TARGET:.0f}, mean over the seeds that reached it. test: the final best "
+        "member on 100 fresh start states (capped at 500, so it saturates). "
+        "population_mean: mean final score over all members. foreign_cpu_cores: CPU used by "
+        "other processes during the run (slows it, changes no figure: serial runs are "
+        "deterministic).")
     path = C.write_result(NAME, q, config=cfg, summary=summary, goals=goals, runs=runs,
                           notes=notes, figures=[png])
     for m in METHODS:
-        print(f"{m:7s} test {summary[f'{m}_best_test_mean']:.1f} ± "
-              f"{summary[f'{m}_best_test_std']:.1f}, population "
+        print(f"{m:7s} AUC {summary[f'{m}_auc_mean']:.1f} ± {summary[f'{m}_auc_std']:.1f}, test "
+              f"{summary[f'{m}_best_test_mean']:.1f}, population "
               f"{summary[f'{m}_population_mean_mean']:.1f}, reached {TARGET:.0f} in "
               f"{summary[f'{m}_seeds_reaching_{TARGET:.0f}']:.0f}/{cfg['seeds']} seeds")
-    print(f"difference {summary['test_diff']:+.1f}, Welch p = {summary['p_value']:.3g}; "
-          f"foreign CPU {summary['foreign_cpu_cores']:.2f} cores; wrote {path} and {png}")
+    for other in ("random", "grid"):
+        print(f"AUC pbt - {other} {summary[f'auc_pbt_minus_{other}']:+.1f} (Welch p "
+              f"{summary[f'auc_p_vs_{other}']:.3g}, paired {summary[f'auc_p_vs_{other}_paired']:.3g})")
+    print(f"foreign CPU {summary['foreign_cpu_cores']:.2f} cores; wrote {path} and {png}")
 
 
 if __name__ == "__main__":
