@@ -256,6 +256,54 @@ def check_paired(label: str, pair: Mapping[str, Mapping[str, Any]]) -> None:
                            "comparison would not be paired")
 
 
+def method_kwargs(method: str, grid: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``pbt.run`` options of one compared method: PBT (Truncation(0.25) + Perturb()),
+    random search (no exploit, no explore) or a fixed grid (``grid`` as the population)."""
+    import torchpbt as pbt
+
+    if method == "pbt":
+        return {"exploit": pbt.Truncation(0.25), "explore": pbt.Perturb()}
+    if method == "random":
+        return {"exploit": None, "explore": None}
+    if method == "grid":
+        return {"exploit": None, "explore": None, "initial_hparams": [dict(h) for h in grid]}
+    raise ValueError(f"unknown method {method!r}: use pbt, random or grid")
+
+
+def check_comparison(runs: Sequence[Mapping[str, Any]], member_steps: int,
+                     paired: Sequence[str] = ("pbt", "random")) -> None:
+    """Refuse results that are not at equal compute (every run spent ``member_steps``) or
+    whose ``paired`` methods started from different populations for some seed."""
+    for r in runs:
+        if r["member_steps"] != member_steps:
+            raise RuntimeError(f"{r['method']} seed {r['seed']} spent {r['member_steps']} "
+                               f"member-steps, not {member_steps}: not equal compute")
+    for seed in sorted({r["seed"] for r in runs}):
+        check_paired(f"seed {seed}", {r["method"]: r for r in runs
+                                      if r["seed"] == seed and r["method"] in paired})
+
+
+def compare(runs: Sequence[Mapping[str, Any]], key: str, tag: str,
+            others: Sequence[str] = ("random", "grid")) -> dict[str, float]:
+    """Per method the mean and std of ``runs[key]``; PBT minus each other method with
+    Welch's p and the p paired by seed: ``{tag}_pbt_minus_{other}``, ``{tag}_p_vs_{other}``,
+    ``{tag}_p_vs_{other}_paired``."""
+    from scipy import stats
+
+    by: dict[str, list[float]] = {}
+    for r in sorted(runs, key=lambda r: r["seed"]):
+        by.setdefault(r["method"], []).append(float(r[key]))
+    out: dict[str, float] = {}
+    for m, xs in by.items():
+        out[f"{m}_{tag}_mean"], out[f"{m}_{tag}_std"] = mean_std(xs)
+    for other in others:
+        a, b = by["pbt"], by[other]
+        out[f"{tag}_pbt_minus_{other}"] = statistics.fmean(a) - statistics.fmean(b)
+        out[f"{tag}_p_vs_{other}"] = welch_p(a, b)
+        out[f"{tag}_p_vs_{other}_paired"] = float(stats.ttest_rel(a, b).pvalue)
+    return out
+
+
 def best_per_step(scores: Sequence[Mapping[str, Any]], mode: str = "max") -> dict[int, float]:
     """From ``Result.scores``: the best valid score over the population at each step."""
     pick = max if mode == "max" else min
