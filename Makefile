@@ -48,6 +48,7 @@ bench: $(BENCH_STAMP)
 	$(PY) benchmarks/scale.py
 	$(PY) benchmarks/scale_backends.py
 	$(PY) benchmarks/rl_cartpole.py
+	$(PY) benchmarks/translation_bleu.py
 	$(PY) benchmarks/gan.py
 	$(PY) benchmarks/make_table.py
 
@@ -66,6 +67,7 @@ bench-quick: $(BENCH_STAMP)
 	$(PY) benchmarks/scale.py --quick
 	$(PY) benchmarks/scale_backends.py --quick
 	$(PY) benchmarks/rl_cartpole.py --quick
+	$(PY) benchmarks/translation_bleu.py --quick
 	$(PY) benchmarks/gan.py --quick
 
 clean:

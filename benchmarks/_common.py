@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -299,8 +300,10 @@ def compare(runs: Sequence[Mapping[str, Any]], key: str, tag: str,
     for other in others:
         a, b = by["pbt"], by[other]
         out[f"{tag}_pbt_minus_{other}"] = statistics.fmean(a) - statistics.fmean(b)
-        out[f"{tag}_p_vs_{other}"] = welch_p(a, b)
-        out[f"{tag}_p_vs_{other}_paired"] = float(stats.ttest_rel(a, b).pvalue)
+        with warnings.catch_warnings():  # equal samples: scipy warns, the p is NaN or 1
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out[f"{tag}_p_vs_{other}"] = welch_p(a, b)
+            out[f"{tag}_p_vs_{other}_paired"] = float(stats.ttest_rel(a, b).pvalue)
     return out
 
 

@@ -63,11 +63,7 @@ def one_run(args: tuple[str, int, dict]) -> dict:
 
     method, seed, cfg = args
     torch.set_num_threads(1)
-    kw: dict = {"exploit": None, "explore": None}
-    if method == "pbt":
-        kw = {"exploit": pbt.Truncation(0.25), "explore": pbt.Perturb()}
-    elif method == "grid":
-        kw["initial_hparams"] = grid(cfg["population"])
+    kw = C.method_kwargs(method, grid(cfg["population"]))
     with C.temp_run_dir(f"cartpole-{method}") as run_dir:
         t0 = time.perf_counter()
         result = pbt.run(CartPoleMember, SPACE, population=cfg["population"],
@@ -124,13 +120,7 @@ def main(argv=None) -> None:
             runs.append(r)
             bar.advance(task)
     wall = time.perf_counter() - t0
-    for r in runs:  # equal compute
-        if r["member_steps"] != cfg["population"] * cfg["steps"]:
-            raise RuntimeError(f"{r['method']} seed {r['seed']}: {r['member_steps']} member-steps, "
-                               f"not {cfg['population'] * cfg['steps']}: not equal compute")
-    for seed in range(cfg["seeds"]):
-        C.check_paired(f"seed {seed}", {r["method"]: r for r in runs
-                                        if r["seed"] == seed and r["method"] != "grid"})
+    C.check_comparison(runs, cfg["population"] * cfg["steps"])
 
     by = {m: sorted((r for r in runs if r["method"] == m), key=lambda r: r["seed"])
           for m in METHODS}

@@ -83,11 +83,7 @@ def pbt_run(args: tuple[str, int, dict]) -> dict:
 
     method, seed, cfg = args
     torch.set_num_threads(1)
-    kw: dict = {"exploit": None, "explore": None}
-    if method == "pbt":
-        kw = {"exploit": pbt.Truncation(0.25), "explore": pbt.Perturb()}
-    elif method == "grid":
-        kw["initial_hparams"] = [{"lr": lr} for lr in lr_grid(cfg["population"])]
+    kw = C.method_kwargs(method, [{"lr": lr} for lr in lr_grid(cfg["population"])])
     with C.temp_run_dir(f"sched-{method}") as run_dir:
         result = pbt.run(Mnist1DMember, SPACE, population=cfg["population"], steps=cfg["steps"],
                          ready_every=cfg["ready_every"], seed=seed, backend="serial",
@@ -162,13 +158,7 @@ def main(argv=None) -> None:
             runs.append(r)
             bar.advance(task)
     expected = cfg["population"] * cfg["steps"]
-    for r in runs:
-        if r["member_steps"] != expected:
-            raise RuntimeError(f"{r['method']} seed {r['seed']} spent {r['member_steps']} "
-                               f"member-steps, not {expected}: not equal compute")
-    for seed in range(cfg["seeds"]):
-        C.check_paired(f"seed {seed}", {m: r for r in runs if r["seed"] == seed
-                                        for m in [r["method"]] if m != "grid"})
+    C.check_comparison(runs, expected)
     test = {m: [r["best_test"] for r in sorted(runs, key=lambda r: r["seed"]) if r["method"] == m]
             for m in METHODS}
     for m in METHODS:
