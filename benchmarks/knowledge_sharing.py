@@ -8,14 +8,21 @@ difference is ``knowledge_sharing=KnowledgeSharing(alpha=0.5, temperature=2,
 top_k=2)`` (the example's defaults). Recorded per run: the best validation
 accuracy in the population at each ready step ("accuracy over steps"), the
 first ready step at which it reaches a fixed per-dataset threshold, and the
-test accuracy of the best member's final weights.
+test accuracy of the best member's final weights. The fourth "dataset",
+mnist1d_schedule, is task (a) of benchmarks/supervised_schedule.py: its own
+member (examples/mnist1d_schedule.py, SGD with momentum, only lr tuned) and its
+longer budget (3,000 steps), where a schedule matters.
 
 Then a bounded sweep of variants (top_k, alpha, alpha tuned by PBT,
 temperature), each changing one option of the main configuration, on one
 dataset with the first seeds of the main comparison; each is compared with
 the plain-PBT runs of the same seeds.
 
-    python benchmarks/knowledge_sharing.py           # 10 seeds × 3 datasets + 7 variants × 5 seeds
+Runs use the serial backend (deterministic; members advance least-advanced
+first, so every run spends exactly population × steps member-steps, checked),
+two runs at a time with one thread each.
+
+    python benchmarks/knowledge_sharing.py           # 10 seeds × 4 datasets + 7 variants × 5 seeds
     python benchmarks/knowledge_sharing.py --quick   # 1 seed, tiny budget (< 60 s)
 """
 
@@ -24,6 +31,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import _common as C
 
@@ -33,10 +41,14 @@ NAME = "knowledge_sharing"
 METHODS = ("plain", "ks")
 LABELS = {"plain": "plain PBT", "ks": "PBT + knowledge sharing"}
 # validation accuracy to reach; chosen from plain PBT's curves (a value it reaches in most seeds)
-THRESHOLDS = {"mnist": 0.90, "mnist1d": 0.55, "digits": 0.95}
+THRESHOLDS = {"mnist": 0.90, "mnist1d": 0.55, "digits": 0.95, "mnist1d_schedule": 0.62}
+# task (a) of supervised_schedule: its own member (examples/mnist1d_schedule.py, lr only) and
+# its own, longer budget; the other datasets use examples/knowledge_sharing.py's Classifier
+TASK_A, TASK_A_STEPS = "mnist1d_schedule", 3000
 # stricter thresholds too, for a sensitivity check of steps-to-threshold (not headline figures)
 THRESHOLD_GRID = {"mnist": (0.90, 0.91, 0.92, 0.93), "mnist1d": (0.55, 0.56, 0.57, 0.58),
-                  "digits": (0.95, 0.96, 0.97, 0.98)}
+                  "digits": (0.95, 0.96, 0.97, 0.98),
+                  "mnist1d_schedule": (0.62, 0.64, 0.66, 0.68)}
 MAIN_KS = {"alpha": 0.5, "temperature": 2.0, "top_k": 2}
 # each variant changes one option of MAIN_KS; "tune_alpha" lets PBT tune alpha in [0, 1]
 VARIANTS = {
@@ -57,21 +69,30 @@ def one_run(dataset: str, method: str, seed: int, cfg: dict, sharing_opts: dict 
     import torchpbt as pbt
 
     sharing = None if sharing_opts is None else pbt.KnowledgeSharing(**sharing_opts)
+    steps = cfg["steps_of"][dataset]
+    common = {"population": cfg["population"], "steps": steps, "ready_every": cfg["ready_every"],
+              "seed": seed, "backend": cfg["backend"],
+              "progress": False, "summary": False}
     with C.temp_run_dir(f"ks-{dataset}-{method}") as run_dir:
         t0 = time.perf_counter()
-        result = ks.run(dataset, sharing, tune_alpha=tune_alpha, population=cfg["population"],
-                        steps=cfg["steps"], ready_every=cfg["ready_every"], seed=seed,
-                        backend=cfg["backend"], workers=cfg["workers"], run_dir=run_dir,
-                        progress=False, summary=False)
+        if dataset == TASK_A:
+            import mnist1d_schedule as task_a
+
+            result = pbt.run(task_a.Mnist1DMember, task_a.SPACE, knowledge_sharing=sharing,
+                             exploit=pbt.Truncation(0.25), explore=pbt.Perturb(),
+                             run_dir=run_dir, **common)
+            test = task_a.test_accuracy(result)  # before the directory goes
+        else:
+            result = ks.run(dataset, sharing, tune_alpha=tune_alpha, run_dir=run_dir, **common)
+            test = ks.test_accuracy(result, ks.CLASSIFIERS[dataset])
         seconds = time.perf_counter() - t0
-        test = ks.test_accuracy(result, ks.CLASSIFIERS[dataset])  # before the directory goes
     curve = C.best_per_step(result.scores, result.mode)
-    axis = list(range(cfg["ready_every"], cfg["steps"] + 1, cfg["ready_every"]))
-    if axis[-1] != cfg["steps"]:
-        axis.append(cfg["steps"])
+    axis = list(range(cfg["ready_every"], steps + 1, cfg["ready_every"]))
+    if axis[-1] != steps:
+        axis.append(steps)
     values = [curve.get(s, math.nan) for s in axis]
     thr = cfg["thresholds"][dataset]
-    first, reached = steps_to({"steps": axis, "best_val_per_step": values}, thr, cfg["steps"])
+    first, reached = steps_to({"steps": axis, "best_val_per_step": values}, thr, steps)
     extras = [iv.get("extra") or {} for iv in result.intervals]
     versions = [e for e in result.events if e["kind"] == "knowledge"]
     return {"dataset": dataset, "method": method, "seed": seed,
@@ -84,9 +105,16 @@ def one_run(dataset: str, method: str, seed: int, cfg: dict, sharing_opts: dict 
             "writer_intervals": sum(1 for x in extras if x.get("writer")),
             "table_versions": len(versions),
             "table_entries": versions[-1]["detail"]["entries"] if versions else 0,
-            "trained_steps": sum(iv["end_step"] - iv["start_step"] for iv in result.intervals),
+            "trained_steps": result.member_steps,
             "seconds": round(seconds, 2), "steps": axis, "best_val_per_step": values,
             "initial_hparams": C.initial_hparams(result)}
+
+
+def _job(args: tuple) -> dict:
+    import torch
+
+    torch.set_num_threads(1)  # two runs at a time, one thread each
+    return one_run(*args)
 
 
 def steps_to(run: dict, threshold: float, budget: int) -> tuple[int, bool]:
@@ -152,7 +180,8 @@ def plot_panels(path, datasets, by, cfg) -> None:
         ax.legend(loc="lower right", fontsize=8)
     axes[0][0].set_ylabel("best validation accuracy in the population")
     fig.suptitle(f"Plain PBT vs knowledge sharing: {cfg['population']} members × "
-                 f"{cfg['steps']} steps, mean ± std over {cfg['seeds']} seeds", fontsize=11)
+                 f"{'/'.join(map(str, sorted(set(cfg['steps_of'].values()))))} steps, "
+                 f"mean ± std over {cfg['seeds']} seeds", fontsize=11)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -163,11 +192,12 @@ def main(argv=None) -> None:
     def add(p):
         p.add_argument("--seeds", type=int, default=None, help="default 10 (quick: 1)")
         p.add_argument("--datasets", default=None,
-                       help="comma-separated; default mnist,mnist1d,digits (quick: mnist,mnist1d)")
+                       help="comma-separated; default mnist,mnist1d,digits,mnist1d_schedule "
+                            "(quick: mnist,mnist1d)")
         p.add_argument("--population", type=int, default=None, help="default 8 (quick: 4)")
         p.add_argument("--steps", type=int, default=None, help="default 1500 (quick: 200)")
         p.add_argument("--ready-every", type=int, default=None, help="default 100 (quick: 50)")
-        p.add_argument("--workers", type=int, default=2)
+        p.add_argument("--jobs", type=int, default=2, help="runs at once (one thread each)")
         p.add_argument("--variant-dataset", default=None, help="default mnist")
         p.add_argument("--variant-seeds", type=int, default=None,
                        help="first N seeds of the main comparison; default 5 (quick: 1)")
@@ -175,13 +205,19 @@ def main(argv=None) -> None:
 
     args = C.parse_args(__doc__.splitlines()[0], argv, add)
     q = args.quick
-    datasets = (args.datasets or ("mnist,mnist1d" if q else "mnist,mnist1d,digits")).split(",")
+    datasets = (args.datasets or ("mnist,mnist1d" if q else
+                                  f"mnist,mnist1d,digits,{TASK_A}")).split(",")
+    unknown = sorted(set(datasets) - set(THRESHOLDS))
+    if unknown:
+        raise SystemExit(f"--datasets: unknown {unknown}; choose from {sorted(THRESHOLDS)}")
     cfg = {"seeds": args.seeds or (1 if q else 10), "datasets": datasets,
            "population": args.population or (4 if q else 8),
            "steps": args.steps or (200 if q else 1500),
            "ready_every": args.ready_every or (50 if q else 100),
-           "backend": "local", "workers": args.workers,
+           "backend": "serial",
            "thresholds": {d: THRESHOLDS[d] for d in datasets},
+           TASK_A: "examples/mnist1d_schedule.py (MLP, SGD momentum, lr only), "
+                   f"{TASK_A_STEPS} steps, its own threshold",
            "exploit_explore": "Truncation(0.25) + Perturb() (examples/knowledge_sharing.run)",
            "space": "examples/knowledge_sharing.py SPACE (lr, momentum, batch_size)",
            "member": "examples/knowledge_sharing.py Classifier: MLP, one hidden layer of 128",
@@ -200,44 +236,39 @@ def main(argv=None) -> None:
 
     runs: list[dict] = []
     by: dict[str, dict[str, list[dict]]] = {d: {m: [] for m in METHODS} for d in datasets}
-    expected = cfg["population"] * cfg["steps"]
+    cfg["steps_of"] = {d: TASK_A_STEPS if d == TASK_A and not args.steps else cfg["steps"]
+                       for d in datasets}
 
     def check(r: dict) -> None:
+        expected = cfg["population"] * cfg["steps_of"][r["dataset"]]
         if r["trained_steps"] != expected:
             raise RuntimeError(f"{r['dataset']} {r['method']} seed {r['seed']} trained "
                                f"{r['trained_steps']} steps, expected {expected}")
 
-    with C.progress() as bar:
-        total = len(datasets) * cfg["seeds"] * 2 + len(variants) * vseeds
+    jobs = [(ds, m, seed, cfg, None if m == "plain" else MAIN_KS, False)
+            for ds in datasets for seed in range(cfg["seeds"]) for m in METHODS]
+    jobs += [(vds, f"ks_{name}", seed, cfg, {**MAIN_KS, **opts}, tune)
+             for name, (opts, tune) in variants.items() for seed in range(vseeds)]
+    with C.progress() as bar, ProcessPoolExecutor(args.jobs) as pool:
         task = bar.add_task("knowledge sharing: datasets × seeds × (plain, ks) + variants",
-                            total=total)
-        for ds in datasets:
-            for seed in range(cfg["seeds"]):
-                pair = {}
-                for m in METHODS:
-                    r = one_run(ds, m, seed, cfg, None if m == "plain" else MAIN_KS)
-                    check(r)
-                    pair[m] = r
-                    runs.append(r)
-                    by[ds][m].append(r)
-                    bar.advance(task)
-                C.check_paired(f"{ds} seed {seed}", pair)
-                bar.console.print(
-                    f"{ds} seed {seed}: test plain {pair['plain']['best_test']:.4f} "
-                    f"ks {pair['ks']['best_test']:.4f}; steps to {THRESHOLDS[ds]} plain "
-                    f"{pair['plain']['steps_to_threshold']} ks {pair['ks']['steps_to_threshold']}")
-        var_runs: dict[str, list[dict]] = {}
-        for name, (opts, tune) in variants.items():
-            var_runs[name] = []
-            for seed in range(vseeds):
-                r = one_run(vds, f"ks_{name}", seed, cfg, {**MAIN_KS, **opts}, tune)
-                check(r)
-                var_runs[name].append(r)
-                runs.append(r)
-                bar.advance(task)
-            tests = [r["best_test"] for r in var_runs[name]]
-            bar.console.print(f"variant {name} on {vds}: test "
-                              f"{statistics.fmean(tests):.4f} over {vseeds} seeds")
+                            total=len(jobs))
+        for r in pool.map(_job, jobs):
+            check(r)
+            runs.append(r)
+            bar.advance(task)
+    var_runs: dict[str, list[dict]] = {name: [] for name in variants}
+    for r in runs:
+        if r["method"] in METHODS:
+            by[r["dataset"]][r["method"]].append(r)
+        else:
+            var_runs[r["method"].removeprefix("ks_")].append(r)
+    for ds in datasets:
+        for seed in range(cfg["seeds"]):
+            pair = {m: by[ds][m][seed] for m in METHODS}
+            C.check_paired(f"{ds} seed {seed}", pair)
+            print(f"{ds} seed {seed}: test plain {pair['plain']['best_test']:.4f} "
+                  f"ks {pair['ks']['best_test']:.4f}; steps to {THRESHOLDS[ds]} plain "
+                  f"{pair['plain']['steps_to_threshold']} ks {pair['ks']['steps_to_threshold']}")
 
     summary: dict[str, float] = {}
     goals: dict[str, dict] = {}
@@ -275,7 +306,7 @@ def main(argv=None) -> None:
     for ds in datasets:
         sensitivity[ds] = {}
         for t in THRESHOLD_GRID.get(ds, (THRESHOLDS[ds],)):
-            got = {m: [steps_to(r, t, cfg["steps"]) for r in by[ds][m]] for m in METHODS}
+            got = {m: [steps_to(r, t, cfg["steps_of"][ds]) for r in by[ds][m]] for m in METHODS}
             row: dict = {}
             for m in METHODS:
                 row[f"{m}_steps_mean"] = C.mean_std([float(x) for x, _ in got[m]])[0]
@@ -334,7 +365,7 @@ def main(argv=None) -> None:
         "stored per step); DS_*_curve_mean is its mean over the ready steps (an area under the "
         "curve, a second convergence measure). Steps to threshold = the first ready step at "
         "which that curve reaches DS_threshold; a run that never reaches it counts as the full "
-        f"budget ({cfg['steps']} steps), see DS_*_reached_frac. A threshold that a run reaches at "
+        f"budget (config.steps_of), see DS_*_reached_frac. A threshold that a run reaches at "
         "the first ready step cannot show a speed-up, so the section threshold_sensitivity "
         "repeats the steps-to-threshold comparison for stricter thresholds (same runs; not "
         "headline figures). *_p_paired are paired t-tests over seeds (extra, no goal). Final test accuracy is that of "
