@@ -44,7 +44,7 @@ bench: $(BENCH_STAMP)
 	$(PY) benchmarks/vs_ray_tune.py
 	$(PY) benchmarks/pb2.py
 	$(PY) benchmarks/pb2.py --member cartpole:CartPoleMember --steps 120 --ready-every 10 \
-		--seeds 8 --name pb2_cartpole
+		--name pb2_cartpole
 	$(PY) benchmarks/scale.py
 	$(PY) benchmarks/scale_backends.py
 	$(PY) benchmarks/rl_cartpole.py

@@ -16,7 +16,7 @@ sampled in [0, 1]^2). Any example member runs with ``--member MODULE:CLASS``
     python benchmarks/pb2.py                      # toy, populations 4 and 8, 10 seeds
     python benchmarks/pb2.py --quick
     python benchmarks/pb2.py --member cartpole:CartPoleMember --steps 120 --ready-every 10 \\
-        --seeds 8 --name pb2_cartpole
+        --name pb2_cartpole
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,9 +64,13 @@ def from_example(ref: str, steps: int, ready_every: int, mode: str) -> Workload:
                     mode)
 
 
-def one_run(work: Workload, method: str, population: int, seed: int) -> dict:
+def one_run(args: tuple[Workload, str, int, int]) -> dict:
+    import torch
+
     import torchpbt as pbt
 
+    work, method, population, seed = args
+    torch.set_num_threads(1)  # two runs at a time, one thread each
     explore = pbt.Perturb() if method == "pbt" else pbt.PB2()
     with C.temp_run_dir(f"pb2-{work.name}-{method}") as run_dir:
         t0 = time.perf_counter()
@@ -81,6 +86,7 @@ def one_run(work: Workload, method: str, population: int, seed: int) -> dict:
             "best": result.best_score, "best_hparams": result.best_hparams,
             "population_mean": statistics.fmean(m["score"] for m in result.members),
             "exploits": len(ops), "gp_picks": sum(o == {"pb2"} for o in ops),
+            "member_steps": result.member_steps,
             "seconds": round(seconds, 2), "foreign_cpu_s": round(foreign.seconds, 2),
             "steps": list(curve), "best_per_step": list(curve.values()),
             "initial_hparams": C.initial_hparams(result)}
@@ -128,6 +134,7 @@ def main(argv=None) -> None:
         p.add_argument("--ready-every", type=int, default=None, help="(with --member)")
         p.add_argument("--mode", choices=("max", "min"), default="max", help="(with --member)")
         p.add_argument("--name", default="pb2", help="result file name (default pb2)")
+        p.add_argument("--jobs", type=int, default=2, help="runs at once (one thread each)")
 
     args = C.parse_args(__doc__.splitlines()[0], argv, add)
     q = args.quick
@@ -147,22 +154,17 @@ def main(argv=None) -> None:
 
     runs: list[dict] = []
     summary: dict[str, float] = {}
-    with C.progress() as bar:
-        task = bar.add_task(f"pb2 vs pbt on {work.name}",
-                            total=len(args.populations) * seeds * len(METHODS))
-        for pop in args.populations:
-            these = []
-            for seed in range(seeds):
-                pair = {m: one_run(work, m, pop, seed) for m in METHODS}
-                bar.advance(task, len(METHODS))
-                C.check_paired(f"seed {seed}", pair)
-                these += pair.values()
-                bar.console.print(
-                    f"pop {pop} seed {seed}: pbt {pair['pbt']['best']:.4f}, pb2 "
-                    f"{pair['pb2']['best']:.4f} ({pair['pb2']['gp_picks']}/"
-                    f"{pair['pb2']['exploits']} exploits by the GP)")
-            runs += these
-            summary.update(summarize(work, pop, these))
+    jobs = [(work, m, pop, seed) for pop in args.populations for seed in range(seeds)
+            for m in METHODS]
+    with C.progress() as bar, ProcessPoolExecutor(args.jobs) as pool:
+        task = bar.add_task(f"pb2 vs pbt on {work.name}", total=len(jobs))
+        for r in pool.map(one_run, jobs):
+            runs.append(r)
+            bar.advance(task)
+    for pop in args.populations:
+        these = [r for r in runs if r["population"] == pop]
+        C.check_comparison(these, pop * work.steps, paired=METHODS)
+        summary.update(summarize(work, pop, these))
 
     figures = []
     for pop in args.populations:
