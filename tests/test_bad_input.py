@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import random
+import re
 import sqlite3
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -183,6 +186,17 @@ CASES = [
     # -- search space --
     bad("float-low-not-below-high", lambda t: run(t, space={"lr": pbt.Float(1.0, 0.1)}),
         pbt.SpaceError, r"Float\(1\.0, 0\.1\): low must be < high; swap them or widen"),
+    bad("choice-nan", lambda t: run(t, space={"lr": pbt.Choice([math.nan, 0.5])}),
+        pbt.SpaceError, r"Choice\(\[nan, 0\.5\]\): nan is not a finite number.*drop it"),
+    bad("choice-inf", lambda t: run(t, space={"lr": pbt.Choice([0.5, math.inf])}),
+        pbt.SpaceError, r"inf is not a finite number and cannot be stored; drop it"),
+    bad("run-dir-not-a-path", lambda t: run(t, run_dir=5),
+        TypeError, r"run_dir=5 \(int\) is not a path; give a folder path"),
+    bad("ready-every-above-steps", lambda t: run(t, ready_every=20),
+        ValueError, r"ready_every=20 > steps=10: no member would ever be ready.*give "
+                    r"ready_every <= steps"),
+    bad("burn-in-not-below-steps", lambda t: run(t, burn_in=10),
+        ValueError, r"burn_in=10 >= steps=10: no exploit could ever happen; give burn_in < steps"),
     bad("float-nan-bound", lambda t: run(t, space={"lr": pbt.Float(math.nan, 1.0)}),
         pbt.SpaceError, r"Float\(nan, 1\.0\): low must be a finite number; give real bounds"),
     bad("log-scale-low-not-positive",
@@ -433,7 +447,7 @@ def test_bad_input_fails_up_front_with_problem_and_fix(tmp_path, prepare, call, 
 
 
 def test_the_table_is_large_enough():
-    assert len(CASES) >= 22
+    assert len(CASES) >= 27
 
 
 # -- what preflight accepts --------------------------------------------------------------
@@ -483,3 +497,53 @@ def test_a_run_whose_every_interval_fails_stops_loudly(tmp_path):
     assert r.run["status"] == "failed"
     assert "cannot make progress" in r.run["scheduler_state"]["stopped"]
     assert r.events and all(s["score"] is None for s in r.scores)
+
+
+def test_numpy_integers_are_ints_and_a_home_run_dir_is_expanded(tmp_path, monkeypatch):
+    dom = pbt.Int(np.int64(1), np.int64(8))
+    assert (dom.low, dom.high) == (1, 8) and type(dom.low) is int
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    r = pbt.run(Quadratic, QSPACE, **{**BASE, "run_dir": "~/home-run"})
+    assert r.run_dir == tmp_path / "home-run" and not (tmp_path / "~").exists()
+    assert pbt.load("~/home-run").best_score == r.best_score
+
+
+def _unknown_donor(member, population, rng):
+    return 999
+
+
+def _nan_explore(hparams, space, rng):
+    return {**hparams, "lr": math.nan}
+
+
+def _raising_exploit(member, population, rng):
+    raise RuntimeError("bug in my exploit")
+
+
+@pytest.mark.parametrize("kw, exc, match", [
+    ({"exploit": _unknown_donor}, ValueError,
+     r"exploit <function _unknown_donor.*returned 999 for member \d; return None \(keep "
+     r"training\) or the id of another member, one of \[0, 1\]"),
+    ({"explore": _nan_explore, "exploit": pbt.Truncation(0.5)}, pbt.SpaceError,
+     r"explore <function _nan_explore.*returned lr=nan; return finite values inside the space"),
+    ({"exploit": _raising_exploit}, RuntimeError, r"bug in my exploit"),
+], ids=["unknown-donor", "nan-explore", "raising-exploit"])
+def test_a_user_strategy_error_names_the_strategy_and_marks_the_run_failed(tmp_path, kw, exc,
+                                                                          match):
+    with pytest.raises(exc, match=match):
+        run(tmp_path, **kw)
+    r = pbt.load(tmp_path / "run")
+    assert r.run["status"] == "failed"  # not "running" for ever
+    assert re.search(match, r.run["scheduler_state"]["stopped"])
+
+
+def test_the_cli_prints_bad_input_as_one_line_and_exits_2(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.run([sys.executable, "-m", "torchpbt.cli", "run", str(root / "examples" / "mnist.py"),
+                        "--", "--population", "1", "--quiet"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(root / "src")})
+    assert p.returncode == 2
+    assert p.stderr.strip() == ("torchpbt run: population=1: PBT needs at least 2 members to "
+                                "exploit; pass population=2 or more.")
+    assert list(tmp_path.iterdir()) == []

@@ -343,6 +343,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StoreError, ScheduleError) as exc:
         print(f"torchpbt {args.command}: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        # bad input found before any work, or a run that stopped and says why: one line
+        from .controller import WorkersKeepDying
+        from .runner import BAD_INPUT
+        from .scheduler import NoProgress
+
+        if getattr(exc, BAD_INPUT, False) or isinstance(exc, (NoProgress, WorkersKeepDying)):
+            print(f"torchpbt {args.command}: {exc}", file=sys.stderr)
+            return 2 if getattr(exc, BAD_INPUT, False) else 1
+        raise
     except KeyboardInterrupt as exc:  # RunInterrupted says how to resume
         print(f"\ntorchpbt {args.command}: {exc or 'interrupted'}", file=sys.stderr)
         return 130

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .exploit import check_strategy_call
-from .space import Choice, Space
+from .space import Choice, Space, SpaceError
 
 ExploreResult = tuple[dict[str, Any], dict[str, str]]
 ExploreFn = Callable[[Mapping[str, Any], Space, random.Random], Any]
@@ -128,6 +128,10 @@ def apply_explore(
             "or (hparams, operations)."
         )
     space.check_names(new, f"explore {explore!r}")
+    for name, v in new.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise SpaceError(f"explore {explore!r} returned {name}={v!r}; return finite values "
+                             f"inside the space ({space[name]!r}).")
     merged = {**hparams, **new}
     return {n: space[n].clip(merged[n]) for n in space}, ops
 

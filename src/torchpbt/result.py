@@ -55,6 +55,7 @@ class Result:
 
     @classmethod
     def load(cls, run_dir: str | Path, storage: str | None = None, name: str | None = None) -> Result:
+        run_dir = Path(run_dir).expanduser()
         store = open_run_store(run_dir, storage)
         try:
             run = find_run_of(store, run_dir, storage, name)

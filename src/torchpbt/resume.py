@@ -48,7 +48,7 @@ def resume(
     lambda). ``backend``/``workers``/``devices`` default to the run's own.
     A finished run is returned as is.
     """
-    run_path = Path(run_dir)
+    run_path = Path(run_dir).expanduser()
     store = open_run_store(run_path, storage)
     try:
         try:

@@ -7,7 +7,7 @@ import datetime as dt
 import fcntl
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from .distill import KnowledgeSharing
 from .exploit import Truncation, check_exploit
 from .explore import Perturb, check_explore
 from .member import check_member_class
-from .preflight import preflight
+from .preflight import PreflightError, preflight
 from .result import DB_NAME, Result, store_url_for
 from .scheduler import NoProgress, PBTConfig, make_scheduler
 from .space import Domain, Space
@@ -56,11 +56,28 @@ def run_overrides(**values: Any) -> Iterator[None]:
         _OVERRIDES.update(old)
 
 
+BAD_INPUT = "_torchpbt_bad_input"
+
+
+@contextmanager
+def bad_input() -> Iterator[None]:
+    """Tag errors of the up-front checks, so the CLI prints them as one line (exit 2)
+    instead of a traceback; the exception's type and message stay as they are."""
+    try:
+        yield
+    except (ValueError, TypeError, OSError, PreflightError) as exc:
+        setattr(exc, BAD_INPUT, True)
+        raise
+
+
 def _prepare_run_dir(run_dir: str | Path | None, member_cls: type) -> Path:
     if run_dir is None:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         run_dir = Path("runs") / f"{member_cls.__name__.lower()}-{stamp}"
-    run_dir = Path(run_dir)
+    if not isinstance(run_dir, (str, os.PathLike)):
+        raise TypeError(f"run_dir={run_dir!r} ({type(run_dir).__name__}) is not a path; give a folder "
+                        "path (a str or pathlib.Path), e.g. run_dir='runs/my-run'.")
+    run_dir = Path(run_dir).expanduser()  # "~/runs/x" means the home folder, as in a shell
     if (run_dir / DB_NAME).exists() and _holds_a_run(run_dir):
         raise FileExistsError(
             f"{run_dir} already holds a run; continue it with `torchpbt resume {run_dir}` "
@@ -149,55 +166,66 @@ def run(
     worker_timeout = _OVERRIDES.get("worker_timeout", worker_timeout)
     exploit = Truncation(0.2) if exploit is _DEFAULT else exploit
     explore = Perturb() if explore is _DEFAULT else explore
-    check_member_class(member)
-    space = Space(space)
-    config = PBTConfig(population, ready_every, steps, mode, burn_in, inherit_hparams, explore_when)
-    check_exploit(exploit)
-    if hasattr(exploit, "child"):  # an architecture strategy (torchpbt.nas.Mixing/Mutation)
-        if not space.genes:
+    with bad_input():  # these checks run before anything is written
+        check_member_class(member)
+        space = Space(space)
+        config = PBTConfig(population, ready_every, steps, mode, burn_in, inherit_hparams, explore_when)
+        # the scheduler copes (one interval to the end), but a user asking for PBT wants it
+        if ready_every > steps:
             raise ValueError(
-                f"exploit={exploit!r} changes architectures but the space has no genes; add "
-                "them: space = {..., **arch.genes()} with a torchpbt.nas.ArchSpace."
-            )
-        if not callable(getattr(member, "mix_from", None)):
-            raise TypeError(
-                f"exploit={exploit!r} needs a member that can be mixed; subclass "
-                f"torchpbt.nas.NASMember for {member.__name__}."
-            )
-    check_explore(explore, space)
-    if knowledge_sharing is not None:
-        if not isinstance(knowledge_sharing, KnowledgeSharing):
-            raise TypeError(
-                f"knowledge_sharing={knowledge_sharing!r}: pass torchpbt.KnowledgeSharing(...)."
-            )
-        knowledge_sharing.validate(space, population)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed={seed!r} must be an int; give e.g. seed=0.")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
-                                or workers < 1):
-        raise ValueError(f"workers={workers!r}: give a positive int (default: number of cores).")
-    for flag, value in (("sync", sync), ("inherit_hparams", inherit_hparams)):
-        if not isinstance(value, bool):
-            raise ValueError(f"{flag}={value!r}: give True or False.")
-    if tensorboard is not None and tensorboard is not False:
-        if not isinstance(tensorboard, (bool, str, os.PathLike)):
-            raise ValueError(f"tensorboard={tensorboard!r}: give True or a log directory.")
-        from .tensorboard import check_tensorboard
+                f"ready_every={ready_every} > steps={steps}: no member would ever be ready, so "
+                f"PBT could never exploit; give ready_every <= steps, e.g. "
+                f"ready_every={max(1, steps // 10)}.")
+        if burn_in >= steps:
+            raise ValueError(
+                f"burn_in={burn_in} >= steps={steps}: no exploit could ever happen; give "
+                f"burn_in < steps, e.g. burn_in={steps // 4}.")
+        check_exploit(exploit)
+        if hasattr(exploit, "child"):  # an architecture strategy (torchpbt.nas.Mixing/Mutation)
+            if not space.genes:
+                raise ValueError(
+                    f"exploit={exploit!r} changes architectures but the space has no genes; add "
+                    "them: space = {..., **arch.genes()} with a torchpbt.nas.ArchSpace."
+                )
+            if not callable(getattr(member, "mix_from", None)):
+                raise TypeError(
+                    f"exploit={exploit!r} needs a member that can be mixed; subclass "
+                    f"torchpbt.nas.NASMember for {member.__name__}."
+                )
+        check_explore(explore, space)
+        if knowledge_sharing is not None:
+            if not isinstance(knowledge_sharing, KnowledgeSharing):
+                raise TypeError(
+                    f"knowledge_sharing={knowledge_sharing!r}: pass torchpbt.KnowledgeSharing(...)."
+                )
+            knowledge_sharing.validate(space, population)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed={seed!r} must be an int; give e.g. seed=0.")
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                    or workers < 1):
+            raise ValueError(f"workers={workers!r}: give a positive int (default: number of cores).")
+        for flag, value in (("sync", sync), ("inherit_hparams", inherit_hparams)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{flag}={value!r}: give True or False.")
+        if tensorboard is not None and tensorboard is not False:
+            if not isinstance(tensorboard, (bool, str, os.PathLike)):
+                raise ValueError(f"tensorboard={tensorboard!r}: give True or a log directory.")
+            from .tensorboard import check_tensorboard
 
-        check_tensorboard()
-    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-        raise ValueError(f"max_retries={max_retries!r}: give an int >= 0 (default 2).")
-    n_workers = workers or default_workers()
-    backend = check_backend(backend or ("local" if n_workers > 1 else "serial"))
-    if isinstance(worker_timeout, bool) or not isinstance(worker_timeout, (int, float)) \
-            or not worker_timeout > 0:
-        raise ValueError(f"worker_timeout={worker_timeout!r}: give seconds > 0 (default 60).")
-    device_list = resolve_devices(devices)
-    scheduler = make_scheduler(sync, space, config, exploit, explore, seed=seed,
-                               initial_hparams=initial_hparams)
-    if check_member:
-        preflight(member, scheduler.members[0].hparams, device_list[0])
-    run_path = _prepare_run_dir(run_dir, member)
+            check_tensorboard()
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"max_retries={max_retries!r}: give an int >= 0 (default 2).")
+        n_workers = workers or default_workers()
+        backend = check_backend(backend or ("local" if n_workers > 1 else "serial"))
+        if isinstance(worker_timeout, bool) or not isinstance(worker_timeout, (int, float)) \
+                or not worker_timeout > 0:
+            raise ValueError(f"worker_timeout={worker_timeout!r}: give seconds > 0 (default 60).")
+        device_list = resolve_devices(devices)
+        scheduler = make_scheduler(sync, space, config, exploit, explore, seed=seed,
+                                   initial_hparams=initial_hparams)
+        if check_member:
+            preflight(member, scheduler.members[0].hparams, device_list[0])
+        run_path = _prepare_run_dir(run_dir, member)
     # a user-given store is opened first: if it cannot connect, nothing is created
     store = SQLStore(storage) if storage else None
     run_path.mkdir(parents=True, exist_ok=True)
@@ -248,12 +276,14 @@ def execute(controller: Controller, tasks: list[Task], member: type, run_path: P
             backend: str, workers: int, devices: list[str], total: int, steps: int,
             done_steps: int, progress: bool, name: str, settings: Mapping[str, Any]) -> None:
     """Drive a created or restored controller to the end; Ctrl-C leaves it resumable."""
+    driving = False  # an error before the drive (e.g. the run is held elsewhere) marks nothing
     try:
         with controller.store.exclusive(controller.run_id), \
                 _backend(controller, backend, member, run_path, workers, devices, name,
                          settings, progress) as be, \
                 LiveDisplay(total, steps, enabled=progress) as live:
             live.advance(done_steps)
+            driving = True
             controller.drive(be, live, tasks)
     except KeyboardInterrupt:
         # every committed step is already durable: only mark the run, then say how to go on
@@ -261,14 +291,23 @@ def execute(controller: Controller, tasks: list[Task], member: type, run_path: P
         raise RunInterrupted(run_path) from None
     except (NoProgress, WorkersKeepDying) as exc:
         # the last committed step stands; the run says why it stopped (torchpbt status)
-        state = {**(controller._committed_global or controller.global_state()),
-                 "stopped": str(exc)}
-        controller.store.record(controller.run_id, None, [], [], state, status="failed")
+        _mark_failed(controller, str(exc))
+        raise
+    except Exception as exc:
+        if driving:  # e.g. a user strategy raised: say so instead of staying "running"
+            _mark_failed(controller, f"{type(exc).__name__}: {exc}")
         raise
     finally:
         controller.deleter.close()  # committed garbage: finish deleting it
         for listener in controller.listeners:
             listener.close()
+
+
+def _mark_failed(controller: Controller, reason: str) -> None:
+    """Record that the run stopped on an error; never hide that error behind another."""
+    state = {**(controller._committed_global or controller.global_state()), "stopped": reason}
+    with suppress(Exception):
+        controller.store.record(controller.run_id, None, [], [], state, status="failed")
 
 
 def _backend(controller: Controller, kind: str, member: type, run_path: Path, workers: int,

@@ -281,6 +281,7 @@ class _Scheduler:
             plan = picked if hasattr(picked, "base") else None  # an architecture strategy's plan
             donor_id = plan.base if plan is not None else picked
             reason = getattr(plan, "kind", "exploit")
+            self._check_donor(donor_id, m.member_id)
         if donor_id is None:
             if (failed or cfg.explore_when == "ready") and self.explore is not None:
                 old = dict(m.hparams)
@@ -295,6 +296,15 @@ class _Scheduler:
             self._waiters.setdefault(donor_id, set()).add(m.member_id)
             return []
         return self._copy(m, donor_id, reason, self._raw(me.score), plan, frozen)
+
+    def _check_donor(self, donor_id: object, member_id: int) -> None:
+        """A custom exploit's answer must name another member: say which strategy erred."""
+        ok = donor_id is None or (isinstance(donor_id, int) and not isinstance(donor_id, bool)
+                                  and donor_id in self.members and donor_id != member_id)
+        if not ok:
+            raise ValueError(
+                f"exploit {self.exploit!r} returned {donor_id!r} for member {member_id}; return "
+                f"None (keep training) or the id of another member, one of {sorted(self.members)}.")
 
     def _wait_for(self, m: MemberState, donor_id: int,
                   frozen: Mapping[int, Donor] | None) -> bool:
@@ -398,6 +408,15 @@ class AsyncScheduler(_Scheduler):
         released = [d for r in sorted(self._waiters.pop(m.member_id, ()))
                     for d in self._release(self.members[r], m)]
         return released + self._decide(m, self.snapshot())
+
+    def _check_donor(self, donor_id: object, member_id: int) -> None:
+        """A custom exploit's answer must name another member: say which strategy erred."""
+        ok = donor_id is None or (isinstance(donor_id, int) and not isinstance(donor_id, bool)
+                                  and donor_id in self.members and donor_id != member_id)
+        if not ok:
+            raise ValueError(
+                f"exploit {self.exploit!r} returned {donor_id!r} for member {member_id}; return "
+                f"None (keep training) or the id of another member, one of {sorted(self.members)}.")
 
     def _wait_for(self, m: MemberState, donor_id: int,
                   frozen: Mapping[int, Donor] | None) -> bool:

@@ -9,6 +9,7 @@ round trip through the store.
 from __future__ import annotations
 
 import math
+import numbers
 import random
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -112,8 +113,10 @@ class Int(Domain):
 
     def __init__(self, low: int, high: int, log: bool = False) -> None:
         for name, v in (("low", low), ("high", high)):
-            if isinstance(v, bool) or not isinstance(v, int):
+            # numpy and other integer types are ints to a user; a bool is not
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
                 raise SpaceError(f"Int({low!r}, {high!r}): {name} must be an int; use Float for reals.")
+        low, high = int(low), int(high)
         _check_bounds("Int", low, high, log)
         self.low, self.high, self.log = int(low), int(high), bool(log)
 
@@ -168,6 +171,11 @@ class Choice(Domain):
                 raise SpaceError(
                     f"Choice value {v!r} is a {type(v).__name__}; only str, int, float, bool "
                     "or None can be stored. Map names to objects inside your Member."
+                )
+            if isinstance(v, float) and not math.isfinite(v):
+                raise SpaceError(
+                    f"Choice({vals!r}): {v!r} is not a finite number and cannot be stored; drop "
+                    "it, or use a name such as 'inf' and map it inside your Member."
                 )
         if len({(type(v), v) for v in vals}) != len(vals):
             raise SpaceError(f"Choice({vals!r}) has repeated values; list each value once.")
