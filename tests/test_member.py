@@ -8,6 +8,7 @@ from helpers import SPACE, TinyNet
 
 import torchpbt as pbt
 from torchpbt.backends import IntervalRunner, Task
+from torchpbt.preflight import PreflightError
 
 
 def test_restoring_a_donor_checkpoint_keeps_the_new_lr(tmp_path):
@@ -54,6 +55,60 @@ def test_explicit_optimizer_mapping_checks_names():
     b.setup({"lr": 0.1, "momentum": 0.0, "batch_size": 4})
     with pytest.raises(KeyError, match="no param_group key"):
         b.apply_hparams({"lr": 0.1, "momentum": 0.0, "batch_size": 4})
+
+
+class AdamNet(pbt.TorchMember):
+    optimizer_hparams: dict | None = None
+
+    def setup(self, hparams):
+        self.model = torch.nn.Linear(3, 1)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+
+    def train(self, steps):
+        return 0.0
+
+    def evaluate(self):
+        return 0.0
+
+
+class AdamWholeTuple(AdamNet):
+    optimizer_hparams = {"b1": "betas"}
+
+
+class AdamIndexed(AdamNet):
+    optimizer_hparams = {"b1": "betas[0]", "lr": "lr"}
+
+
+class AdamOutOfRange(AdamNet):
+    optimizer_hparams = {"b1": "betas[2]"}
+
+
+def test_adam_betas_take_beta1_beta2_by_name_or_an_indexed_mapping():
+    m = AdamNet()
+    m.setup({})
+    m.apply_hparams({"lr": 0.01, "beta1": 0.5, "beta2": 0.99})
+    group = m.optimizer.param_groups[0]
+    assert (group["lr"], group["betas"]) == (0.01, (0.5, 0.99))
+    m = AdamIndexed()
+    m.setup({})
+    m.apply_hparams({"b1": 0.7, "lr": 0.02})
+    assert m.optimizer.param_groups[0]["betas"] == (0.7, 0.999)
+    m.optimizer.step()  # the optimizer still works with what was written
+    for cls, match in ((AdamWholeTuple, r"'betas' is a tuple \(0\.9, 0\.999\); map 'b1' to one "
+                                        r"element, e\.g\. \{'b1': 'betas\[0\]'\}"),
+                       (AdamOutOfRange, r"has no element 2 \(for 'b1'\)")):
+        bad = cls()
+        bad.setup({})
+        with pytest.raises(KeyError, match=match):
+            bad.apply_hparams({"b1": 0.5})
+
+
+def test_a_whole_tuple_mapping_is_refused_before_the_run(tmp_path):
+    space = {"b1": pbt.Float(0.5, 0.9)}
+    with pytest.raises(PreflightError, match="'betas' is a tuple"):
+        pbt.run(AdamWholeTuple, space, population=2, steps=4, ready_every=2, backend="serial",
+                progress=False, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_member_class_checks():

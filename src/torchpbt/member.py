@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -72,8 +73,10 @@ class TorchMember(Member):
     Checkpoints hold the model's and optimizer's state dicts plus
     :meth:`extra_state`. Hyperparameters whose names are optimizer
     ``param_groups`` keys (``lr``, ``momentum``, ``weight_decay`` ...) are written
-    into every param group after each load; ``optimizer_hparams`` maps other
-    names explicitly, e.g. ``{"learning_rate": "lr"}``.
+    into every param group after each load, and ``beta1``/``beta2`` into Adam's
+    ``betas``; ``optimizer_hparams`` maps other names explicitly, e.g.
+    ``{"learning_rate": "lr", "b1": "betas[0]"}`` (an index picks one element of
+    a tuple-valued key).
     """
 
     model: torch.nn.Module
@@ -112,10 +115,15 @@ class TorchMember(Member):
         pass
 
     def optimizer_mapping(self, hparams: Mapping[str, Any]) -> dict[str, str]:
-        """hparam name → param_group key; explicit names must exist, or this fails loudly."""
+        """hparam name → param_group key (``"lr"``, or ``"betas[0]"`` for one element of a
+        tuple); explicit names must exist and fit, or this fails loudly."""
         group = self.optimizer.param_groups[0]
         if self.optimizer_hparams is None:
-            return {n: n for n in hparams if n in group and not isinstance(group[n], tuple)}
+            auto = {n: n for n in hparams if n in group and not isinstance(group[n], tuple)}
+            if isinstance(group.get("betas"), tuple):  # Adam-style: beta1/beta2 by name
+                auto.update({n: f"betas[{i}]" for i, n in enumerate(("beta1", "beta2"))
+                             if n in hparams and n not in group})
+            return auto
         mapping = dict(self.optimizer_hparams)
         unknown = sorted(set(mapping) - set(hparams))
         if unknown:
@@ -123,19 +131,38 @@ class TorchMember(Member):
                 f"{type(self).__name__}.optimizer_hparams names unknown hyperparameter(s) "
                 f"{unknown}; the space has {sorted(hparams)}."
             )
-        missing = sorted(k for k in mapping.values() if k not in group)
-        if missing:
-            raise KeyError(
-                f"{type(self.optimizer).__name__} has no param_group key(s) {missing}; "
-                f"it has {sorted(group)}. Fix {type(self).__name__}.optimizer_hparams."
-            )
+        fix = f"Fix {type(self).__name__}.optimizer_hparams."
+        opt = type(self.optimizer).__name__
+        for name, target in mapping.items():
+            key, index = _split_key(target)
+            if key not in group:
+                raise KeyError(f"{opt} has no param_group key {key!r} (for {name!r}); it has "
+                               f"{sorted(group)}. {fix}")
+            value = group[key]
+            if index is None and isinstance(value, tuple):
+                raise KeyError(f"{opt}'s {key!r} is a tuple {value}; map {name!r} to one "
+                               f"element, e.g. {{{name!r}: '{key}[0]'}}. {fix}")
+            if index is not None and not (isinstance(value, tuple) and index < len(value)):
+                raise KeyError(f"{opt}'s {key!r} is {value!r}, which has no element {index} "
+                               f"(for {name!r}). {fix}")
         return mapping
 
     def apply_hparams(self, hparams: Mapping[str, Any]) -> None:
         super().apply_hparams(hparams)
-        for name, key in self.optimizer_mapping(hparams).items():
+        for name, target in self.optimizer_mapping(hparams).items():
+            key, index = _split_key(target)
             for group in self.optimizer.param_groups:
-                group[key] = hparams[name]
+                if index is None:
+                    group[key] = hparams[name]
+                else:  # one element of a tuple such as Adam's betas
+                    group[key] = tuple(hparams[name] if i == index else v
+                                       for i, v in enumerate(group[key]))
+
+
+def _split_key(target: str) -> tuple[str, int | None]:
+    """``"betas[0]"`` → ``("betas", 0)``; ``"lr"`` → ``("lr", None)``."""
+    m = re.fullmatch(r"(\w+)\[(\d+)\]", target)
+    return (m.group(1), int(m.group(2))) if m else (target, None)
 
 
 def check_member_class(member_cls: Any) -> None:
