@@ -547,3 +547,51 @@ def test_the_cli_prints_bad_input_as_one_line_and_exits_2(tmp_path):
     assert p.stderr.strip() == ("torchpbt run: population=1: PBT needs at least 2 members to "
                                 "exploit; pass population=2 or more.")
     assert list(tmp_path.iterdir()) == []
+
+
+class TrainReturnsText(Quadratic):
+    def train(self, steps):
+        super().train(steps)
+        return "loss is low"
+
+
+class TrainRaises(Quadratic):
+    def train(self, steps):
+        raise RuntimeError("boom in train")
+
+
+@pytest.mark.parametrize("member, why", [
+    (TrainReturnsText, r"TypeError: TrainReturnsText\.train\(\) returned str 'loss is low'; train\(\) "
+                       r"must return the last loss as a float"),
+    (TrainRaises, r"RuntimeError: boom in train"),
+])
+def test_every_interval_failing_stops_with_the_first_error(tmp_path, member, why):
+    with pytest.raises(pbt.NoProgress, match=r"cannot make progress\. The first failure "
+                                              r"\(member 0, step 5\): " + why) as info:
+        run(tmp_path, member=member)
+    assert "Traceback" in info.value.traceback  # the worker's full traceback, for the CLI
+    r = pbt.load(tmp_path / "run")
+    assert r.run["status"] == "failed" and re.search(why, r.run["scheduler_state"]["stopped"])
+
+
+def test_the_cli_exits_1_with_the_reason_when_a_run_cannot_make_progress(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "failing.py").write_text(
+        "import torchpbt as pbt\n"
+        "class M(pbt.Member):\n"
+        "    def setup(self, hparams): self.w = 0.0\n"
+        "    def train(self, steps): raise RuntimeError('boom in train')\n"
+        "    def evaluate(self): return self.w\n"
+        "    def state_dict(self): return {'w': self.w}\n"
+        "    def load_state_dict(self, state): self.w = state['w']\n"
+        "def main(argv):\n"
+        "    pbt.run(M, {'lr': pbt.Float(0.1, 1.0)}, population=2, steps=10, ready_every=5,\n"
+        "            backend='serial', progress=False, run_dir='run')\n")
+    p = subprocess.run([sys.executable, "-m", "torchpbt.cli", "run", "failing.py"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(root / "src")})
+    assert p.returncode == 1
+    assert "Traceback" in p.stderr and "RuntimeError: boom in train" in p.stderr
+    assert p.stderr.rstrip().splitlines()[-1].startswith(
+        "torchpbt run: the last 6 intervals (of every member) failed")
+    assert pbt.load(tmp_path / "run").run["status"] == "failed"

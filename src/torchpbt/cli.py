@@ -350,6 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .scheduler import NoProgress
 
         if getattr(exc, BAD_INPUT, False) or isinstance(exc, (NoProgress, WorkersKeepDying)):
+            if getattr(exc, "traceback", None):
+                print(exc.traceback.rstrip(), file=sys.stderr)  # the first failure, in full
             print(f"torchpbt {args.command}: {exc}", file=sys.stderr)
             return 2 if getattr(exc, BAD_INPUT, False) else 1
         raise

@@ -207,6 +207,18 @@ def as_score(value: Any, where: str) -> float:
     return float(value)
 
 
+def as_loss(value: Any, where: str) -> float | None:
+    """What train() returned, as a float loss (None: it reports none)."""
+    if value is None:
+        return None
+    try:
+        return as_score(value, where)
+    except TypeError:
+        raise TypeError(
+            f"{where} returned {type(value).__name__} {value!r}; train() must return the "
+            "last loss as a float (e.g. loss.item()) or None.") from None
+
+
 def is_bad_loss(loss: Any) -> bool:
     if loss is None:
         return False

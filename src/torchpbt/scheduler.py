@@ -69,6 +69,9 @@ class _Scheduler:
         self._unscored = set(self.members)  # members that have not reported yet
         self._done: set[int] = set()
         self.failures_in_a_row = 0  # reports, across members, since the last success
+        # (member, step, error) of this process's first failure: what NoProgress shows;
+        # a message only, so not part of the saved state
+        self.first_failure: tuple[int, int, str] | None = None
         self._waiters: dict[int, set[int]] = {}  # donor -> members waiting for its report
 
     # -- public -------------------------------------------------------------
@@ -163,6 +166,9 @@ class _Scheduler:
             # failed, or a NaN/inf score (weights that may be NaN): the member keeps its
             # last good checkpoint, and the age of those weights
             self.failures_in_a_row += 1
+            if self.first_failure is None:
+                self.first_failure = (m.member_id, report.step, report.error or
+                                      f"score {report.score!r} is not a finite number")
         m.history.append(score)
         del m.history[:-HISTORY]  # bounded: state saved at every step stays small
         # a hash of (seed, member, step), not a draw from the RNG: in generational mode the
@@ -190,10 +196,14 @@ class _Scheduler:
         if streak >= MAX_FAILURES or everyone:
             who = (f"the last {self.failures_in_a_row} intervals (of every member)" if everyone
                    else f"member {m.member_id}'s last {streak} intervals")
+            first = self.first_failure
+            last_line = (first[2].strip().splitlines() or [""])[-1] if first else ""
+            seen = f" The first failure (member {first[0]}, step {first[1]}): {last_line.rstrip('.')}." \
+                if first else ""
             raise NoProgress(
-                f"{who} failed, so the run cannot make progress. Look at the failures' errors "
-                "(torchpbt status RUN_DIR, or the run's events), fix the member or narrow the "
-                "search space, then start a new run.")
+                f"{who} failed, so the run cannot make progress.{seen} Fix the member or narrow "
+                "the search space, then start a new run; every failure's error is in the run's "
+                "events (torchpbt status RUN_DIR).", traceback=first[2] if first else None)
 
     def _observe(self, m: MemberState, score: float | None) -> None:
         """Record what the interval just reported achieved with its hparams.
@@ -461,7 +471,12 @@ class SyncScheduler(_Scheduler):
 
 
 class NoProgress(RuntimeError):
-    """Intervals keep failing: the run stops instead of retrying for ever."""
+    """Intervals keep failing: the run stops instead of retrying for ever. ``traceback``
+    is the first failure's error as the worker reported it (None if unknown)."""
+
+    def __init__(self, message: str, traceback: str | None = None) -> None:
+        super().__init__(message)
+        self.traceback = traceback
 
 
 MAX_FAILURES = 10  # failed intervals in a row after which one member stops the run

@@ -25,7 +25,7 @@ import torch
 
 from ..checkpoints import CheckpointDir, CheckpointError
 from ..distill import KnowledgeSharing, KnowledgeTable, SharedKnowledge
-from ..member import as_score, is_bad_loss
+from ..member import as_loss, as_score, is_bad_loss
 
 
 @dataclass(frozen=True)
@@ -209,7 +209,7 @@ class IntervalRunner:
             inst.knowledge = shared = self._knowledge_for(task)
             seed_everything(task.seed)  # again: a fresh setup() above has used random numbers
             raw_loss = inst.train(task.steps)
-            loss = None if raw_loss is None else float(raw_loss)
+            loss = as_loss(raw_loss, f"{self.member_cls.__name__}.train()")
             if is_bad_loss(loss):
                 return self._failed(task, t0, loss, f"training loss is {loss}")
             score = as_score(inst.evaluate(), f"{self.member_cls.__name__}.evaluate()")
