@@ -111,6 +111,45 @@ def test_a_whole_tuple_mapping_is_refused_before_the_run(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def _halve_every_10(step):
+    return 0.5 ** (step // 10)
+
+
+class Scheduled(TinyNet):
+    """TinyNet with a LambdaLR stepped once per training step; records every lr used."""
+
+    def setup(self, hparams):
+        super().setup(hparams)
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _halve_every_10)
+        self.used: list[float] = []
+
+    def train(self, steps):
+        for _ in range(steps):
+            self.used.append(self.optimizer.param_groups[0]["lr"])
+            super().train(1)
+            self.lr_scheduler.step()
+        return 0.0
+
+
+def test_an_lr_scheduler_keeps_its_state_and_the_explored_lr_becomes_its_base(tmp_path):
+    runner = IntervalRunner(Scheduled, str(tmp_path))
+    hp = {"lr": 0.1, "momentum": 0.0, "batch_size": 8}
+    donor = runner.run(Task(0, 0, 10, hp, None, 1))
+    state = runner.checkpoints.load(donor.checkpoint)
+    assert state["lr_scheduler"]["last_epoch"] == 10  # the schedule's position is saved
+    # member 1 copies the donor at step 10 (factor 0.5) with an explored base lr of 0.4
+    runner.run(Task(1, 10, 12, {**hp, "lr": 0.4}, donor.checkpoint, 2))
+    member, _ = runner._live[1]
+    assert member.used == pytest.approx([0.2] * 10 + [0.1] * 2)  # 0.4 × the schedule
+    assert member.lr_scheduler.base_lrs == [0.4]
+    assert member.lr_scheduler.get_last_lr() == pytest.approx([0.1])
+    # a fresh process that loads the checkpoint continues the same schedule
+    fresh = IntervalRunner(Scheduled, str(tmp_path))
+    again = fresh._member_for(Task(2, 10, 0, {**hp, "lr": 0.4}, donor.checkpoint, 3))
+    assert again.lr_scheduler.last_epoch == 10
+    assert again.optimizer.param_groups[0]["lr"] == pytest.approx(0.2)
+
+
 def test_member_class_checks():
     with pytest.raises(TypeError, match="must be a class"):
         pbt.run(TinyNet(), SPACE, progress=False)

@@ -77,22 +77,33 @@ class TorchMember(Member):
     ``betas``; ``optimizer_hparams`` maps other names explicitly, e.g.
     ``{"learning_rate": "lr", "b1": "betas[0]"}`` (an index picks one element of
     a tuple-valued key).
+
+    An LR scheduler goes in ``self.lr_scheduler`` (any ``torch.optim.lr_scheduler``
+    scheduler, stepped by your ``train``): its state is in the checkpoint, and the
+    ``lr`` hparam is its *base* lr: an explored lr replaces the scheduler's base
+    and the schedule's current factor is kept (lr = new base × factor now).
     """
 
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     optimizer_hparams: Mapping[str, str] | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "extra": self.extra_state(),
         }
+        if self.lr_scheduler is not None:
+            state["lr_scheduler"] = self.lr_scheduler.state_dict()
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.lr_scheduler is not None and "lr_scheduler" in state:
+            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         self.load_extra_state(state.get("extra", {}))
 
     def knowledge_loss(
@@ -149,14 +160,34 @@ class TorchMember(Member):
 
     def apply_hparams(self, hparams: Mapping[str, Any]) -> None:
         super().apply_hparams(hparams)
-        for name, target in self.optimizer_mapping(hparams).items():
+        mapping = self.optimizer_mapping(hparams)
+        base = getattr(self.lr_scheduler, "base_lrs", None)
+        if base is not None and "lr" in mapping.values():
+            _rebase(self.lr_scheduler, self.optimizer,
+                    next(hparams[n] for n, t in mapping.items() if t == "lr"))
+        for name, target in mapping.items():
             key, index = _split_key(target)
+            if key == "lr" and base is not None:
+                continue  # rebased above, with the schedule's factor
             for group in self.optimizer.param_groups:
                 if index is None:
                     group[key] = hparams[name]
                 else:  # one element of a tuple such as Adam's betas
                     group[key] = tuple(hparams[name] if i == index else v
                                        for i, v in enumerate(group[key]))
+
+
+def _rebase(scheduler: Any, optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Make ``lr`` the scheduler's base lr, keeping where the schedule is: without this,
+    the next ``scheduler.step()`` recomputes the lr from the old base and undoes explore."""
+    lrs = []
+    for i, group in enumerate(optimizer.param_groups):
+        old_base = scheduler.base_lrs[i]
+        factor = group["lr"] / old_base if old_base else 1.0
+        scheduler.base_lrs[i] = group["initial_lr"] = lr
+        group["lr"] = lr * factor
+        lrs.append(group["lr"])
+    scheduler._last_lr = lrs  # what get_last_lr() reports
 
 
 def _split_key(target: str) -> tuple[str, int | None]:
