@@ -169,3 +169,54 @@ def test_an_outcome_is_never_accepted_once_its_file_is_deleted(tmp_path, monkeyp
     assert cd.file(key).exists() or (retry is not None and retry.kind == "retry")
     if moment == "before-the-outcome":
         assert retry is not None and not cd.file(key).exists()
+
+
+def _cycle_member():
+    """Weights take one of 4 values, so members keep writing files that an earlier
+    interval wrote and that were collected meanwhile: dedup'd checkpoints."""
+    import torchpbt as pbt
+
+    class Cycle(pbt.Member):
+        def setup(self, hparams):
+            self.w = 0
+
+        def train(self, steps):
+            self.w = (self.w + (1 if self.hparams["lr"] > 0.5 else 2)) % 4
+            return 0.0
+
+        def evaluate(self):
+            return self.hparams["lr"] + 0.1 * self.w
+
+        def state_dict(self):
+            return {"w": self.w}
+
+        def load_state_dict(self, state):
+            self.w = int(state["w"])
+
+    return Cycle
+
+
+def test_a_serial_run_with_dedupd_checkpoints_logs_the_same_events_every_time(tmp_path,
+                                                                              monkeypatch):
+    import time
+
+    import torchpbt as pbt
+
+    slow = CheckpointDir.delete
+
+    def slow_delete(self, key):  # a slow disk: the background deleter lags behind
+        time.sleep(0.002)
+        slow(self, key)
+
+    monkeypatch.setattr(CheckpointDir, "delete", slow_delete)
+    member, logs = _cycle_member(), []
+    for i in range(2):
+        r = pbt.run(member, {"lr": pbt.Float(0.0, 1.0)}, population=16, steps=200,
+                    ready_every=5, backend="serial", progress=False, run_dir=tmp_path / f"r{i}",
+                    seed=0)
+        drop = {"id", "created_at", "duration_s", "worker"}
+        logs.append(([{k: v for k, v in e.items() if k not in drop} for e in r.events],
+                     [{k: v for k, v in iv.items() if k not in drop} for iv in r.intervals]))
+        assert not [e for e in r.events if e["kind"] == "retry"]
+        assert any(e["kind"] == "exploit" for e in r.events)
+    assert logs[0] == logs[1]

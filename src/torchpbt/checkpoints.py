@@ -148,6 +148,9 @@ class DeferredDeleter:
     """
 
     threaded = True  # False: deletions wait for close() (tests use it to fix the timing)
+    # True: delete() unlinks before it returns (the serial backend: deterministic, and no
+    # interval is running that could have found the file and skipped writing its own)
+    synchronous = False
 
     def __init__(self, checkpoints: CheckpointDir, clock: Callable[[], int] = lambda: 0) -> None:
         self.checkpoints, self.clock = checkpoints, clock
@@ -161,6 +164,10 @@ class DeferredDeleter:
         self._closing = False
 
     def delete(self, keys: Iterable[str]) -> None:
+        if self.synchronous:
+            for key in keys:
+                self._unlink(key)
+            return
         with self._lock:
             for key in keys:
                 if key not in self._pending:
@@ -200,18 +207,21 @@ class DeferredDeleter:
                     continue
                 self._pending.discard(key)
                 self._unlinking = key
-            try:
-                self.checkpoints.delete(key)
-                done = True
-            except OSError as exc:
-                log.warning("could not delete unused checkpoint %s (%s); it is collected "
-                            "when the run resumes", key[:12], exc)
-                done = False
-            with self._lock:
-                if done:
-                    self._deleted.append((self.clock(), key))
-                self._unlinking = None
-                self._wake.notify_all()
+            self._unlink(key)
+
+    def _unlink(self, key: str) -> None:
+        try:
+            self.checkpoints.delete(key)
+            done = True
+        except OSError as exc:
+            log.warning("could not delete unused checkpoint %s (%s); it is collected "
+                        "when the run resumes", key[:12], exc)
+            done = False
+        with self._lock:
+            if done:
+                self._deleted.append((self.clock(), key))
+            self._unlinking = None
+            self._wake.notify_all()
 
     def drain(self) -> list[tuple[int, str]]:
         """The (clock, key) of each deletion done since the last call, oldest first."""

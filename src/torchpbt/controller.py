@@ -120,6 +120,7 @@ class Controller:
     # -- the loop -----------------------------------------------------------
     def drive(self, backend: Backend, live: LiveDisplay, tasks: Iterable[Task]) -> None:
         self.in_flight = {t.member_id: t for t in tasks}
+        self.deleter.synchronous = backend.runs_in_wait
         for t in self.in_flight.values():
             live.update(t.member_id, status="training", hparams=t.hparams, step=t.start_step)
             self._submit(backend, t)

@@ -11,6 +11,10 @@ class Backend(abc.ABC):
     """Owns the processes that train members; makes no PBT decision."""
 
     name: str = "backend"
+    # True: intervals run inside wait(), in this process, so nothing trains between a
+    # commit and the next wait() and the controller deletes garbage at once (the order
+    # of deletions and dedup'd saves then no longer depends on a thread's timing)
+    runs_in_wait: bool = False
 
     @abc.abstractmethod
     def submit(self, task: Task) -> None: ...

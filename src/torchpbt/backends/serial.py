@@ -15,6 +15,7 @@ from .worker import IntervalRunner, Outcome, Task
 
 class SerialBackend(Backend):
     name = "serial"
+    runs_in_wait = True
 
     def __init__(self, member_cls: type, checkpoint_dir: str, device: str = "cpu") -> None:
         self.runner = IntervalRunner(member_cls, checkpoint_dir, device)
