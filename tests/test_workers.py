@@ -226,6 +226,31 @@ def test_worker_for_a_missing_run_says_how_to_fix(tmp_path):
     assert "no run named 'nope'" in out.stderr and "--wait" in out.stderr
 
 
+def test_workers_started_before_the_run_create_nothing_and_then_train_it(tmp_path):
+    url = sqlite_url(tmp_path)  # inside a run directory that does not exist yet
+    workers = [start_worker(url, "early") for _ in range(2)]
+    time.sleep(2.0)  # the workers are polling for the run
+    assert not (tmp_path / "run").exists(), "waiting must create nothing"
+    ctl = start_controller(tmp_path, url, "early", population=4)
+    outs = finish([ctl, *workers])
+    assert ctl.returncode == 0 and all(w.returncode == 0 for w in workers), outs
+    result = pbt.load(tmp_path / "run")
+    assert result.run["status"] == "done"
+    assert check_log(result.intervals, result.events, STEPS) == []
+    assert len({iv["worker"] for iv in result.intervals}) == 2  # both waiting workers trained
+
+
+def test_a_worker_whose_wait_ran_out_says_so(tmp_path):
+    url = sqlite_url(tmp_path)
+    out = subprocess.run([sys.executable, "-m", "torchpbt.cli", "worker", "--storage", url,
+                          "--run", "late", "--wait", "1", "--poll", "0.1"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "no run named 'late'" in out.stderr and "waited 1 s; give a longer --wait" in out.stderr
+    assert "give --wait SECONDS" not in out.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_second_controller_of_a_postgres_run_is_refused(pg_url):
     a, b = SQLStore(pg_url), SQLStore(pg_url)
     try:

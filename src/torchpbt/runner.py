@@ -70,6 +70,17 @@ def bad_input() -> Iterator[None]:
         raise
 
 
+def _sqlite_in(storage: str, run_path: Path) -> bool:
+    """Is ``storage`` an SQLite file directly inside ``run_path``?"""
+    try:
+        url = make_url(storage)
+    except Exception:  # a bad URL: SQLStore says what is wrong with it
+        return False
+    db = url.database
+    return (url.get_backend_name() == "sqlite" and db not in (None, "", ":memory:")
+            and Path(db).expanduser().resolve().parent == run_path.resolve())
+
+
 def _prepare_run_dir(run_dir: str | Path | None, member_cls: type) -> Path:
     if run_dir is None:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
@@ -226,7 +237,10 @@ def run(
         if check_member:
             preflight(member, scheduler.members[0].hparams, device_list[0])
         run_path = _prepare_run_dir(run_dir, member)
-    # a user-given store is opened first: if it cannot connect, nothing is created
+    # a user-given store is opened first: if it cannot connect, nothing is created (but an
+    # SQLite file inside the run directory needs that directory)
+    if storage and _sqlite_in(storage, run_path):
+        run_path.mkdir(parents=True, exist_ok=True)
     store = SQLStore(storage) if storage else None
     run_path.mkdir(parents=True, exist_ok=True)
     ref = ClassRef.of(member)

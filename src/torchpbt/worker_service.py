@@ -100,10 +100,11 @@ def _find(storage: str, run: str, wait: float) -> tuple[SQLStore, dict[str, Any]
             if time.monotonic() >= deadline:
                 if store is None and "holds no torchpbt run" not in str(exc):
                     raise  # cannot connect, or a newer schema: waiting will not help
+                more = (f"waited {wait:g} s; give a longer --wait" if wait > 0 else
+                        "give --wait SECONDS to wait for it")
                 raise StoreError(
                     f"no run named {run!r} in {storage}; start it first (torchpbt.run with "
-                    "backend='workers' and this storage), check the name, or give --wait "
-                    "SECONDS to wait for it."
+                    f"backend='workers' and this storage), check the name, or {more}."
                 ) from None
             time.sleep(0.5)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -102,6 +103,12 @@ class SQLStore(BaseStore):
         if backend not in ("sqlite", "postgresql"):
             raise StoreError(f"cannot use store URL {url!r}: {backend} is not supported (the "
                              f"store is tested on SQLite and PostgreSQL only). {use}")
+        database = make_url(url).database
+        if not create and backend == "sqlite" and database not in (None, "", ":memory:") \
+                and not os.path.exists(database):
+            # opening would create an empty file, which then looks like a broken run
+            raise StoreError(f"store {url!r} holds no torchpbt run; check the path (there is "
+                             f"no file {database}).")
         try:
             self.engine: Engine = create_engine(url, json_serializer=json_dumps)
         except Exception as exc:  # missing driver
