@@ -123,12 +123,8 @@ class GANMember(pbt.Member):
 
 
 def best_samples(result: pbt.Result) -> torch.Tensor:
-    """The best member's evaluation samples, rebuilt from its checkpoint."""
-    member = GANMember()
-    member.setup(result.best_hparams)
-    member.load_state_dict(pbt.CheckpointDir(result.run_dir / "checkpoints").load(
-        result.best_member["checkpoint"]))
-    return member.samples()
+    """The best member's evaluation samples, from its final weights."""
+    return result.member().samples()
 
 
 def main(argv=None):

@@ -87,11 +87,7 @@ CLASSIFIERS = {c.dataset: c for c in (MnistClassifier, DigitsClassifier, Mnist1d
 
 def test_accuracy(result: pbt.Result, member_cls: type[Classifier]) -> float:
     """Test accuracy of the best member's final weights."""
-    member = member_cls()
-    member.setup(result.best_hparams)
-    ckpt = pbt.CheckpointDir(result.run_dir / "checkpoints").load(result.best_member["checkpoint"])
-    member.load_state_dict(ckpt)
-    return member.accuracy("test")
+    return result.member(member_class=member_cls).accuracy("test")
 
 
 def run(dataset: str = "mnist", sharing: pbt.KnowledgeSharing | None = None,

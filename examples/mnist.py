@@ -80,14 +80,8 @@ class MnistMember(pbt.TorchMember):
 
 
 def test_accuracy(result: pbt.Result, member_id: int | None = None) -> float:
-    """Test accuracy of a member's final weights, loaded from its checkpoint."""
-    row = result.best_member if member_id is None else next(
-        m for m in result.members if m["member_id"] == member_id)
-    member = MnistMember()
-    member.setup(row["hparams"])
-    member.load_state_dict(pbt.CheckpointDir(result.run_dir / "checkpoints").load(
-        row["checkpoint"]))
-    member.apply_hparams(row["hparams"])  # e.g. its own dropout, not the best member's
+    """Test accuracy of a member's final weights (default: the best member's)."""
+    member = result.member(member_id)  # setup, final weights loaded, its hparams applied
     return member.accuracy("test")
 
 

@@ -66,14 +66,8 @@ class Mnist1DMember(pbt.TorchMember):
 
 
 def test_accuracy(result: pbt.Result, member_id: int | None = None) -> float:
-    """Test accuracy of a member's final weights, loaded from its checkpoint."""
-    row = result.best_member if member_id is None else next(
-        m for m in result.members if m["member_id"] == member_id)
-    member = Mnist1DMember()
-    member.setup(row["hparams"])
-    member.load_state_dict(pbt.CheckpointDir(result.run_dir / "checkpoints").load(
-        row["checkpoint"]))
-    return member.accuracy("test")
+    """Test accuracy of a member's final weights (default: the best member's)."""
+    return result.member(member_id).accuracy("test")
 
 
 def main(argv=None):

@@ -116,12 +116,7 @@ STRATEGIES = {
 
 def test_accuracy(result: pbt.Result, member_cls: type = CNNSearch) -> float:
     """The best member's network as trained (no retraining), on the held-out test split."""
-    best = result.best_member
-    member = member_cls()
-    member.setup(best["hparams"])
-    member.load_state_dict(pbt.CheckpointDir(result.run_dir / "checkpoints").load(
-        best["checkpoint"]))
-    return member.accuracy("test")
+    return result.member(member_class=member_cls).accuracy("test")
 
 
 def main(argv=None) -> pbt.Result:

@@ -211,12 +211,8 @@ class TranslationMember(pbt.TorchMember):
 
 
 def test_bleu(result: pbt.Result) -> float:
-    """Test BLEU of the best member's final weights, loaded from its checkpoint."""
-    member = TranslationMember()
-    member.setup(result.best_hparams)
-    member.load_state_dict(pbt.CheckpointDir(result.run_dir / "checkpoints").load(
-        result.best_member["checkpoint"]))
-    return member.bleu("test")
+    """Test BLEU of the best member's final weights."""
+    return result.member().bleu("test")
 
 
 def main(argv=None):

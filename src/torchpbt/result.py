@@ -96,6 +96,48 @@ class Result:
         key = self.best_member["checkpoint"]
         return self.run_dir / "checkpoints" / f"{key}.pt" if key else None
 
+    def member(self, member_id: int | None = None, *, device: str = "cpu",
+               member_class: type | None = None) -> Any:
+        """A ready member of the run's class (default: the best): ``setup`` with its final
+        hparams, its final weights loaded, the hparams applied (e.g. dropout), on ``device``.
+
+        ``member_class`` overrides the class stored in the run (if it cannot be imported).
+        """
+        from .checkpoints import CheckpointDir
+        from .resume import member_class_of
+
+        ids = sorted(m["member_id"] for m in self.members)
+        row = self.best_member if member_id is None else next(
+            (m for m in self.members if m["member_id"] == member_id), None)
+        if row is None:
+            raise ValueError(f"member_id={member_id!r}: the run's members are {ids}.")
+        if row["checkpoint"] is None:
+            raise ValueError(f"member {row['member_id']} has no checkpoint yet (it never "
+                             "finished an interval); pick another member or let the run go on.")
+        cls = member_class or member_class_of(
+            self.run["config"]["member"], "member_class=YourClass to Result.member")
+        inst = cls()
+        inst.device = device
+        inst.setup(dict(row["hparams"]))
+        inst.load_state_dict(CheckpointDir(self.run_dir / "checkpoints").load(
+            row["checkpoint"], map_location=device))
+        inst.apply_hparams(dict(row["hparams"]))  # as a worker does: after the load
+        return inst
+
+    def save_best(self, path: str | Path, *, member_class: type | None = None) -> Path:
+        """Write the best member's final weights as a plain ``torch.save`` file that loads
+        without torchpbt: ``model.state_dict()`` for a TorchMember (``torch.load(path,
+        weights_only=True)`` then ``model.load_state_dict``), else the member's state_dict."""
+        import torch
+
+        inst = self.member(member_class=member_class)
+        model = getattr(inst, "model", None)
+        state = model.state_dict() if isinstance(model, torch.nn.Module) else inst.state_dict()
+        path = Path(path).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, path)
+        return path
+
     @property
     def member_steps(self) -> int:
         """The compute the run spent: steps trained over every interval that reported,
