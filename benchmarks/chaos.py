@@ -13,10 +13,13 @@ while faults are injected at random:
 
 Faults are drawn with ``random.SystemRandom``, not the seeded generators, so a
 retried interval is not doomed to repeat its fault. Reported per run and in
-total: faults injected and survived, runs completed, and **events lost**: gaps
-or overlaps in any member's chain of intervals (each member must have trained
-0 → steps exactly once in the store), plus events that point at no recorded
-interval. The goals are: every run completes and nothing is lost.
+total: faults injected and survived, runs completed, and **events lost**: every
+problem ``torchpbt.check_log`` finds (an interval that does not follow its
+member's decisions, a decision that follows no interval, a final model not
+exactly ``steps`` old) plus members not done. Then two more parts: runs whose every interval fails (they must stop
+loudly, marked failed) and runs with deduplicated checkpoints racing a slowed
+deleter (serial logs identical run to run, nothing lost on the local backend).
+The goals are: every run completes or stops as it must, and nothing is lost.
 
     python benchmarks/chaos.py            # 5 runs × 6 members × 30 intervals
     python benchmarks/chaos.py --quick
@@ -80,6 +83,34 @@ class ChaosMember(pbt.TorchMember):
             return (self.model(self.x).argmax(1) == self.y).float().mean().item()
 
 
+class FailingMember(ChaosMember):
+    """Every interval fails: the run must stop loudly, not end as "done"."""
+
+    def train(self, steps):
+        raise RuntimeError("chaos: this member always fails")
+
+
+class DedupMember(pbt.Member):
+    """Weights take one of 4 values: members keep writing files that were collected a
+    moment ago (dedup'd checkpoints), racing the deleter."""
+
+    def setup(self, hparams):
+        self.w = 0
+
+    def train(self, steps):
+        self.w = (self.w + (1 if self.hparams["lr"] > 0.05 else 2)) % 4
+        return 0.0
+
+    def evaluate(self):
+        return self.hparams["lr"] + 0.1 * self.w
+
+    def state_dict(self):
+        return {"w": self.w}
+
+    def load_state_dict(self, state):
+        self.w = int(state["w"])
+
+
 def _log(kind: str) -> None:
     path = os.environ.get("CHAOS_LOG")
     if path:
@@ -134,24 +165,13 @@ if __name__ == "__main__":
 
 def audit(result: pbt.Result, steps: int) -> dict[str, int]:
     """Count what the store says happened, and everything missing from it."""
-    lost = 0
-    ends = set()
-    for m in result.members:
-        ivs = sorted((i["start_step"], i["end_step"]) for i in result.intervals
-                     if i["member_id"] == m["member_id"])
-        ends |= {(m["member_id"], e) for _, e in ivs}
-        chain = [0] + [e for _, e in ivs]
-        starts = [s for s, _ in ivs]
-        lost += sum(a != b for a, b in zip(chain[:-1], starts, strict=True))  # gap/overlap
-        lost += 0 if chain[-1] == steps else 1
-        lost += 0 if m["status"] == "done" else 1
-    for e in result.events:  # every decision follows a recorded interval end
-        if e["kind"] in ("continue", "exploit", "explore", "reinit", "stop", "fail") \
-                and e["step"] > 0 and (e["member_id"], e["step"]) not in ends:
-            lost += 1
+    # each member's chain of intervals must follow its decisions (a copy continues from
+    # the donor's checkpoint at the donor's age), from 0 to exactly ``steps``
+    problems = pbt.check_log(result.intervals, result.events, steps)
+    lost = len(problems) + sum(m["status"] != "done" for m in result.members)
     fails = [e for e in result.events if e["kind"] == "fail"]
     return {
-        "events_lost": lost,
+        "events_lost": lost, "problems": problems[:5],
         "retries": sum(e["kind"] == "retry" for e in result.events),
         "fail_died": sum("died" in (e["detail"].get("error") or "") for e in fails),
         "fail_nan": sum("is nan" in (e["detail"].get("error") or "") for e in fails),
@@ -159,6 +179,62 @@ def audit(result: pbt.Result, steps: int) -> dict[str, int]:
         "resumes": sum(e["kind"] == "resume" for e in result.events),
         "intervals": len(result.intervals),
     }
+
+
+def dangling(result: pbt.Result, ends: set | None = None) -> int:
+    """Decisions that follow no recorded interval end."""
+    ends = ends if ends is not None else {(i["member_id"], i["end_step"])
+                                          for i in result.intervals}
+    return sum(1 for e in result.events
+               if e["kind"] in ("continue", "exploit", "explore", "reinit", "stop", "fail")
+               and e["step"] > 0 and (e["member_id"], e["step"]) not in ends)
+
+
+def failing_run(seed: int, cfg: dict) -> dict:
+    """All members always fail (local backend): the run must stop as failed, saying why."""
+    with C.temp_run_dir(f"chaos-fail-{seed}") as tmp:
+        try:
+            pbt.run(FailingMember, SPACE, population=cfg["population"], steps=cfg["steps"],
+                    ready_every=cfg["ready_every"], seed=seed, backend="local", workers=2,
+                    progress=False, run_dir=tmp / "run")
+            raised = ""
+        except pbt.NoProgress as exc:
+            raised = str(exc)
+        result = pbt.load(tmp / "run")
+        stopped = (result.run.get("scheduler_state") or {}).get("stopped") or ""
+        return {"seed": seed, "part": "all_failing", "status": result.run["status"],
+                "stopped_loudly": int(result.run["status"] == "failed" and bool(raised)
+                                      and "always fails" in stopped),
+                "intervals": len(result.intervals), "events_lost": dangling(result)}
+
+
+def dedup_runs(seed: int, cfg: dict) -> dict:
+    """Two identical serial runs with dedup'd checkpoints on a slow disk: the same log,
+    no interval re-run; then one local run of the same members: nothing lost."""
+    slow = pbt.CheckpointDir.delete
+
+    def slow_delete(self, key):  # a slow disk: the background deleter lags behind
+        time.sleep(0.002)
+        slow(self, key)
+
+    logs, lost, retries = [], 0, 0
+    pbt.CheckpointDir.delete = slow_delete
+    try:
+        with C.temp_run_dir(f"chaos-dedup-{seed}") as tmp:
+            for i, backend in enumerate(("serial", "serial", "local")):
+                r = pbt.run(DedupMember, {"lr": pbt.Float(0.0, 0.1)}, population=12,
+                            steps=cfg["steps"], ready_every=5, seed=seed, backend=backend,
+                            workers=2, progress=False, run_dir=tmp / f"r{i}")
+                lost += len(pbt.check_log(r.intervals, r.events, cfg["steps"])) + sum(
+                    m["status"] != "done" for m in r.members)
+                retries += backend == "serial" and sum(e["kind"] == "retry" for e in r.events)
+                if backend == "serial":
+                    logs.append([(e["kind"], e["member_id"], e["step"], e["donor_id"])
+                                 for e in r.events])
+    finally:
+        pbt.CheckpointDir.delete = slow
+    return {"seed": seed, "part": "dedup", "serial_logs_equal": int(logs[0] == logs[1]),
+            "serial_retries": retries, "events": len(logs[0]), "events_lost": lost}
 
 
 def one_run(seed: int, cfg: dict, bar, task) -> dict:
@@ -211,11 +287,15 @@ def main(argv=None) -> int:
     cfg = {"runs": 2 if args.quick else 5, "population": 4 if args.quick else 6,
            "ready_every": 10, "steps": 150 if args.quick else 300, "kill": 0.04, "nan": 0.04,
            "corrupt_every": 1.5, "max_retries": 3, "workers": 2}
-    rows = []
+    rows, extra = [], []
     with C.progress() as bar:
         task = bar.add_task("chaos runs", total=cfg["runs"])
         for seed in range(cfg["runs"]):
             rows.append(one_run(seed, cfg, bar, task))
+        for seed in range(2):
+            extra += [failing_run(seed, cfg), dedup_runs(seed, cfg)]
+    failing = [r for r in extra if r["part"] == "all_failing"]
+    dedup = [r for r in extra if r["part"] == "dedup"]
     injected = sum(r["worker_kills"] + r["nans"] + r["corruptions"] + r["controller_killed"]
                    for r in rows)
     completed = sum(r["completed"] for r in rows)
@@ -227,20 +307,33 @@ def main(argv=None) -> int:
         "nans": sum(r["nans"] for r in rows),
         "corrupted_checkpoints": sum(r["corruptions"] for r in rows),
         "controller_kills": sum(r["controller_killed"] for r in rows),
-        "events_lost": sum(r["events_lost"] for r in rows),
+        "events_lost": sum(r["events_lost"] for r in rows + extra),
+        "all_failing_runs": len(failing),
+        "all_failing_stopped_loudly": sum(r["stopped_loudly"] for r in failing),
+        "dedup_serial_logs_equal": sum(r["serial_logs_equal"] for r in dedup),
+        "dedup_serial_retries": sum(r["serial_retries"] for r in dedup),
     }
-    goals = {"runs_completed": C.goal(len(rows), "=="), "events_lost": C.goal(0, "==")}
+    goals = {"runs_completed": C.goal(len(rows), "=="), "events_lost": C.goal(0, "=="),
+             "all_failing_stopped_loudly": C.goal(len(failing), "=="),
+             "dedup_serial_logs_equal": C.goal(len(dedup), "=="),
+             "dedup_serial_retries": C.goal(0, "==")}
     notes = ("A fault is survived when its run completes with every member's interval chain "
              "whole. Worker kills break the whole process pool, so every interval running at "
              "that moment is retried (retries > kills). A corrupted checkpoint is only detected "
              "if someone loads it later (fail_bad_checkpoint); an owner that keeps training from "
-             "memory, or garbage collection, makes the rest harmless.")
-    path = C.write_result(NAME, args.quick, config=cfg, summary=summary, goals=goals, runs=rows,
-                          notes=notes)
+             "memory, or garbage collection, makes the rest harmless. all_failing: runs whose "
+             "every interval raises must stop with NoProgress, status failed and the error as "
+             "the reason. dedup: members whose weights coincide share content-addressed files "
+             "that the deleter (slowed down) collects and the next interval writes again; two "
+             "serial runs must log the same events with no interval re-run, and a local run "
+             "must lose nothing.")
+    path = C.write_result(NAME, args.quick, config=cfg, summary=summary, goals=goals,
+                          runs=rows + extra, notes=notes)
     print(f"wrote {path}")
     for k, v in summary.items():
         print(f"  {k}: {v}")
-    return 0 if completed == len(rows) and summary["events_lost"] == 0 else 1
+    met = all(C.goal_met(summary[k], g) for k, g in goals.items())
+    return 0 if met else 1
 
 
 if __name__ == "__main__":
