@@ -79,7 +79,10 @@ def test_ray_run_completes_with_a_consistent_lineage(runtime, tmp_path):
                 workers=2, exploit=pbt.Truncation(0.25), initial_hparams=INIT, seed=3,
                 progress=False, run_dir=tmp_path / "r")
     assert r.run["config"]["backend"] == "ray"
-    assert len(r.intervals) == 24 and all(s["valid"] for s in r.scores)
+    # a copy of a donor ahead carries the donor's age, skipping the steps between: on a
+    # loaded machine the actors drift apart, so fewer than 24 intervals may be needed
+    assert len(r.intervals) * 5 == r.member_steps <= 4 * 30
+    assert all(s["valid"] for s in r.scores)
     chains_are_complete(r, 30)
     _exploits_point_at_recorded_intervals(r)
     workers = {i["worker"] for i in r.intervals}
