@@ -419,15 +419,6 @@ class AsyncScheduler(_Scheduler):
                     for d in self._release(self.members[r], m)]
         return released + self._decide(m, self.snapshot())
 
-    def _check_donor(self, donor_id: object, member_id: int) -> None:
-        """A custom exploit's answer must name another member: say which strategy erred."""
-        ok = donor_id is None or (isinstance(donor_id, int) and not isinstance(donor_id, bool)
-                                  and donor_id in self.members and donor_id != member_id)
-        if not ok:
-            raise ValueError(
-                f"exploit {self.exploit!r} returned {donor_id!r} for member {member_id}; return "
-                f"None (keep training) or the id of another member, one of {sorted(self.members)}.")
-
     def _wait_for(self, m: MemberState, donor_id: int,
                   frozen: Mapping[int, Donor] | None) -> bool:
         d = self.members[donor_id]
