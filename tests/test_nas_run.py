@@ -197,3 +197,32 @@ def test_nas_run_resumes_identically_after_a_crash(tmp_path):
              for i in r.intervals])
 
     assert log(resumed) == log(ref)
+
+
+def test_an_async_mix_waits_for_a_lagging_base_and_keeps_its_plan_across_a_resume():
+    """A plan whose base is still training towards the receiver's step waits, as a plain
+    copy does, instead of moving the receiver back to older weights; then mixes."""
+    cfg = PBTConfig(population=8, ready_every=5, steps=40)
+
+    def make():
+        return AsyncScheduler(SPACE, cfg, Mixing(), None, seed=3)
+
+    s = make()
+    s.start()
+    scores = {m: 0.1 * m for m in range(1, 8)} | {0: 0.65}  # 7 and 6 the top two
+    for step in (5, 10):  # 7 and 6 are then training 10 -> 15
+        for mid in range(8):
+            s.report(Report(mid, step, scores[mid], f"k{mid}-{step}"))
+    assert s.report(Report(0, 15, 0.0, "k0-15")) == []  # the worst: it waits for a parent
+    waiting = s.members[0]
+    assert waiting.awaiting in (6, 7) and waiting.await_plan.kind == "mix"
+    state = json.loads(json.dumps(s.state_dict()))
+    for t in (s, make()):
+        t.load_state_dict(state)
+        base = t.members[0].awaiting
+        out = t.report(Report(base, 15, 0.95, f"k{base}-15"))
+        mix = next(d for d in out if d.member_id == 0)
+        assert (mix.action, mix.donor_id, mix.start_step, mix.checkpoint) == (
+            "exploit", base, 15, f"k{base}-15")
+        assert mix.mix["kind"] == "mix" and mix.mix["donor_id"] in (6, 7)
+        assert t.members[0].await_plan is None

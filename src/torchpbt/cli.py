@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import json
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -26,8 +23,7 @@ from .display import fmt_hparams, last_exploits, members_table
 from .result import Result
 from .schedule import ScheduleError
 from .store import StoreError
-
-TABLES = ("intervals", "scores", "events")
+from .tables import export
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -174,54 +170,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
     console.print(f"member {done.schedule.member_id} of run {escape(done.schedule.run or '?')}: "
                   f"replayed score {score!r}, original {original!r}: {verdict}")
     return 0
-
-
-def _flat(row: dict[str, Any]) -> dict[str, Any]:
-    """One CSV column per hparam/operation; nested values as JSON text."""
-    out: dict[str, Any] = {}
-    for k, v in row.items():
-        if isinstance(v, dict) and k in ("hparams", "old_hparams", "new_hparams", "operations"):
-            for hk, hv in v.items():
-                out[f"{k}.{hk}"] = hv
-        elif isinstance(v, (dict, list)):
-            out[k] = json.dumps(v)
-        else:
-            out[k] = v
-    return out
-
-
-def _json_safe(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_json_safe(x) for x in v]
-    return v
-
-
-def export(result: Result, fmt: str, out: Path) -> list[Path]:
-    """Write every interval, score and event; return the files written."""
-    out.mkdir(parents=True, exist_ok=True)
-    tables = {t: getattr(result, t) for t in TABLES}
-    if fmt == "json":
-        doc = {"run": result.run, "members": result.members, **tables}
-        target = out / "run.json"
-        target.write_text(json.dumps(_json_safe(doc), indent=1))
-        return [target]
-    written = []
-    for name, rows in tables.items():
-        flat = [_flat(r) for r in rows]
-        cols: list[str] = []
-        for r in flat:
-            cols += [c for c in r if c not in cols]
-        target = out / f"{name}.csv"
-        with target.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=cols)
-            w.writeheader()
-            w.writerows(flat)
-        written.append(target)
-    return written
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, insort
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import overload
 
@@ -86,10 +86,126 @@ class Ranking:
         return bisect_left(self._ids, member_id)
 
 
+class AgedRanking:
+    """Members grouped by the age (step) of their latest score, each group a :class:`Ranking`.
+
+    :meth:`at` ranks them all as seen from one age: each group's scores shifted by
+    the gain the population makes between the two ages (see ``curve.py``). Members
+    stay within an interval or two of each other, so there are few groups.
+    """
+
+    def __init__(self) -> None:
+        self.groups: dict[int, Ranking] = {}
+        self.age: dict[int, int] = {}  # member -> its group
+        self._ids: list[int] = []
+
+    def set(self, member_id: int, score: float, order: float, age: int) -> None:
+        self.discard(member_id)
+        self.groups.setdefault(age, Ranking()).set(member_id, score, order)
+        self.age[member_id] = age
+        insort(self._ids, member_id)
+
+    def discard(self, member_id: int) -> None:
+        age = self.age.pop(member_id, None)
+        if age is not None:
+            group = self.groups[age]
+            group.discard(member_id)
+            if not len(group):
+                del self.groups[age]
+            del self._ids[bisect_left(self._ids, member_id)]
+
+    def copy(self) -> AgedRanking:
+        out = AgedRanking()
+        out.groups = {a: g.copy() for a, g in self.groups.items()}
+        out.age, out._ids = dict(self.age), list(self._ids)
+        return out
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, member_id: object) -> bool:
+        return member_id in self.age
+
+    def at(self, shift: Mapping[int, float]) -> ShiftedRanking:
+        """The ranking with each group's scores raised by ``shift[age]``."""
+        return ShiftedRanking(self, shift)
+
+
+class ShiftedRanking:
+    """Rank queries (those of :class:`Ranking`) over groups whose scores are shifted."""
+
+    def __init__(self, aged: AgedRanking, shift: Mapping[int, float]) -> None:
+        self._aged, self._shift = aged, shift
+        self._parts = [(g, shift.get(a, 0.0)) for a, g in aged.groups.items()]
+        # one group, unshifted (every member at one age): its own queries are exact
+        self._one = self._parts[0][0] if len(self._parts) == 1 and not self._parts[0][1] \
+            else None
+
+    def __len__(self) -> int:
+        return len(self._aged)
+
+    def __contains__(self, member_id: object) -> bool:
+        return member_id in self._aged
+
+    @staticmethod
+    def _count(group: Ranking, shift: float, target: tuple) -> int:
+        """How many of ``group``'s keys, shifted, sort before ``target``. The bisect on
+        the unshifted target can be off by rounding; the steps after it compare the
+        shifted keys exactly (shifting is monotone, so the answer is a boundary)."""
+        keys = group._keys
+        i = bisect_left(keys, (target[0] + shift, *target[1:]))
+        while i > 0 and (keys[i - 1][0] - shift, *keys[i - 1][1:]) >= target:
+            i -= 1
+        while i < len(keys) and (keys[i][0] - shift, *keys[i][1:]) < target:
+            i += 1
+        return i
+
+    def _before(self, target: tuple) -> int:
+        return sum(self._count(g, d, target) for g, d in self._parts)
+
+    def best(self, rank: int) -> int:
+        if len(self._parts) == 1:  # a shift common to all keeps their order
+            return self._parts[0][0].best(rank)
+        for g, d in self._parts:  # the member with exactly ``rank`` members before it
+            keys, lo, hi = g._keys, 0, len(g._keys)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                neg, order, i = keys[mid]
+                before = self._before((neg - d, order, i))
+                if before == rank:
+                    return i
+                lo, hi = (mid + 1, hi) if before < rank else (lo, mid)
+        raise IndexError("rank out of range")
+
+    def rank_of(self, member_id: int) -> int | None:
+        if self._one is not None:
+            return self._one.rank_of(member_id)
+        age = self._aged.age.get(member_id)
+        if age is None:
+            return None
+        neg, order, _ = self._aged.groups[age]._key[member_id]
+        return self._before((neg - self._shift.get(age, 0.0), order, member_id))
+
+    def count_above(self, score: float) -> int:
+        return self._one.count_above(score) if self._one is not None \
+            else self._before((-score,))
+
+    def count_at_least(self, score: float) -> int:
+        return self._one.count_at_least(score) if self._one is not None \
+            else self._before((-score, math.inf))
+
+    def id_at(self, index: int) -> int:
+        return self._aged._ids[index]
+
+    def id_index(self, member_id: int) -> int:
+        return bisect_left(self._aged._ids, member_id)
+
+
 class Population(Sequence[MemberView]):
     """A ranked snapshot: ``MemberView``s in id order, plus O(log n) rank queries."""
 
-    def __init__(self, ranking: Ranking, view: Callable[[int], MemberView]) -> None:
+    def __init__(self, ranking: Ranking | ShiftedRanking,
+                 view: Callable[[int], MemberView]) -> None:
         self.ranking, self._view = ranking, view
 
     @classmethod

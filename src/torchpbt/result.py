@@ -5,10 +5,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import lineage
+from . import lineage, tables
 from .store import SQLStore, StoreError
+
+if TYPE_CHECKING:
+    import pandas
 
 DB_NAME = "torchpbt.db"
 
@@ -175,6 +178,12 @@ class Result:
         """The member's own hparams per interval (its slot, not its weights' lineage)."""
         return [(iv["start_step"], iv["hparams"]) for iv in self.intervals
                 if iv["member_id"] == member_id]
+
+    def dataframe(self, kind: str = "intervals") -> pandas.DataFrame:
+        """One row per record of ``kind`` ("intervals", "scores" or "events"), each
+        hparam a column (``hparams.lr``); needs pandas (``torchpbt[dataframe]``).
+        ``torchpbt export --format csv`` writes the same tables."""
+        return tables.dataframe(self, kind)
 
     def initial_scores(self) -> list[float]:
         """Each member's first valid score: how the initial population did."""

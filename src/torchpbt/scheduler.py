@@ -14,13 +14,15 @@ import hashlib
 import math
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
+from .curve import LearningCurve
 from .exploit import MemberView, pick_replacement, quantile_count
 from .explore import ExploreContext, Observation, apply_explore, history_size
-from .population import Population, Ranking
+from .population import AgedRanking, Population
 from .rng_state import RngEncoder, decode_rng
-from .scheduler_types import HISTORY, Decision, Donor, MemberState, PBTConfig, Report
+from .scheduler_types import HISTORY, Decision, Donor, MemberState, PBTConfig, PlanRef, Report
 from .space import Space
 
 
@@ -65,7 +67,8 @@ class _Scheduler:
         self.history_size = history_size(explore)
         self.observations: list[Observation] = []
         # kept up to date per report, so no decision scans the whole population
-        self.ranking = Ranking()  # members exploit may compare with (see snapshot)
+        self.ranking = AgedRanking()  # members exploit may compare with (see snapshot)
+        self.curve = LearningCurve()  # so scores of different ages compare fairly
         self._unscored = set(self.members)  # members that have not reported yet
         self._done: set[int] = set()
         self.failures_in_a_row = 0  # reports, across members, since the last success
@@ -98,7 +101,7 @@ class _Scheduler:
         return {"rng": self._encode_rng(self.rng), "bad_checkpoints": sorted(self.bad_checkpoints),
                 "observations": [[o.time, o.hparams, o.improvement]
                                  for o in self.observations],
-                "failures_in_a_row": self.failures_in_a_row}
+                "failures_in_a_row": self.failures_in_a_row, "curve": self.curve.state()}
 
     def member_state(self, member_id: int) -> dict[str, Any]:
         """JSON-able state of one member; changes only when it reports or is decided."""
@@ -109,6 +112,7 @@ class _Scheduler:
                 "scored": m.member_id not in self._unscored,
                 # strict JSON has no -Infinity (PostgreSQL rejects it): a failure is null
                 "awaiting": m.awaiting, "await_reason": m.await_reason,
+                "await_plan": None if m.await_plan is None else list(m.await_plan),
                 "history": [x if math.isfinite(x) else None for x in m.history]}
 
     def load_global_state(self, state: Mapping[str, Any]) -> None:
@@ -117,6 +121,7 @@ class _Scheduler:
         self.observations = [Observation(t, self.space.coerce(h), y)
                              for t, h, y in state.get("observations", [])]
         self.failures_in_a_row = int(state.get("failures_in_a_row", 0))
+        self.curve.load(state.get("curve", []))  # older runs kept none: it refills
 
     def load_member_state(self, d: Mapping[str, Any]) -> None:
         """Load one member (after :meth:`load_global_state`: its refused checkpoints)."""
@@ -131,6 +136,7 @@ class _Scheduler:
         )
         m.reported = int(d.get("reported", m.step))
         m.awaiting, m.await_reason = d.get("awaiting"), d.get("await_reason", "")
+        m.await_plan = PlanRef(*d["await_plan"]) if d.get("await_plan") else None
         if m.awaiting is not None:
             self._waiters.setdefault(m.awaiting, set()).add(m.member_id)
         scored = d.get("scored", m.step > 0)
@@ -160,6 +166,7 @@ class _Scheduler:
         self._unscored.discard(m.member_id)
         score = -math.inf if report.failed else orient(report.score, self.config.mode)
         if math.isfinite(score):
+            self.curve.record(report.step, score)
             m.step, m.checkpoint = report.step, report.checkpoint
             self.failures_in_a_row = 0
         else:
@@ -233,25 +240,37 @@ class _Scheduler:
     def _rank(self, m: MemberState) -> None:
         """Keep the ranking equal to the members :meth:`snapshot` shows."""
         if m.history and m.checkpoint is not None and m.checkpoint not in self.bad_checkpoints:
-            self.ranking.set(m.member_id, m.history[-1], -m.tiebreak)
+            self.ranking.set(m.member_id, m.history[-1], -m.tiebreak, m.reported)
         else:
             self.ranking.discard(m.member_id)
 
-    def _view(self, member_id: int) -> MemberView:
+    def _view(self, member_id: int, shift: float = 0.0) -> MemberView:
         m = self.members[member_id]
-        score = -math.inf if m.latest is None else m.latest
+        score = -math.inf if m.latest is None else m.latest + shift
         return MemberView(m.member_id, m.step, score, m.history, m.tiebreak)
 
-    def snapshot(self) -> Population:
-        """Latest score of every member that has one and a usable checkpoint: the
-        population exploit sees, ranked, live (it changes as members report)."""
-        return Population(self.ranking, self._view)
+    def _shifts(self, ranking: AgedRanking, m: MemberState | None) -> Mapping[int, float]:
+        if m is None or len(ranking.groups) < 2:
+            return {}
+        own = m.history[-1] if m.history else -math.inf
+        return self.curve.shifts(ranking.groups, m.reported, own)
 
-    def frozen_snapshot(self) -> Population:
+    def snapshot(self, m: MemberState | None = None) -> Population:
+        """Latest score of every member that has one and a usable checkpoint: the
+        population exploit sees, ranked, live (it changes as members report).
+
+        Scores are as seen from ``m`` (the deciding member): one measured at another
+        age than its own is shifted by the population's gain between the two (see
+        ``curve.py``). None: raw scores.
+        """
+        shift = self._shifts(self.ranking, m)
+        return Population(self.ranking.at(shift), lambda i: self._view(
+            i, shift.get(self.ranking.age[i], 0.0)))
+
+    def frozen_snapshot(self) -> _Frozen:
         """The same, frozen: later reports and copies do not change it (O(n))."""
         ranking = self.ranking.copy()
-        views = {i: self._view(i) for i in self.members if i in ranking}
-        return Population(ranking, views.__getitem__)
+        return _Frozen(self, ranking, {i: self._view(i) for i in self.members if i in ranking})
 
     def _frozen(self) -> dict[int, Donor]:
         """Donor states as of the snapshot, so copies made in a batch cannot leak into it."""
@@ -301,8 +320,9 @@ class _Scheduler:
                                  reason=reason, from_step=m.step)]
             return [Decision(m.member_id, at, "continue", dict(m.hparams), m.checkpoint,
                              self._next_steps(m), reason=reason, from_step=m.step)]
-        if plan is None and not failed and self._wait_for(m, donor_id, frozen):
+        if not failed and self._wait_for(m, donor_id, frozen):
             m.awaiting, m.await_reason = donor_id, reason
+            m.await_plan = None if plan is None else PlanRef(plan.base, plan.donor, plan.kind)
             self._waiters.setdefault(donor_id, set()).add(m.member_id)
             return []
         return self._copy(m, donor_id, reason, self._raw(me.score), plan, frozen)
@@ -417,7 +437,7 @@ class AsyncScheduler(_Scheduler):
         m = self._record(report)
         released = [d for r in sorted(self._waiters.pop(m.member_id, ()))
                     for d in self._release(self.members[r], m)]
-        return released + self._decide(m, self.snapshot())
+        return released + self._decide(m, self.snapshot(m))
 
     def _wait_for(self, m: MemberState, donor_id: int,
                   frozen: Mapping[int, Donor] | None) -> bool:
@@ -426,9 +446,9 @@ class AsyncScheduler(_Scheduler):
         return d.step < m.step and not d.done and d.awaiting is None
 
     def _release(self, m: MemberState, donor: MemberState) -> list[Decision]:
-        m.awaiting, reason = None, m.await_reason
-        m.await_reason = ""
-        return self._copy(m, donor.member_id, reason, self._raw(m.history[-1]))
+        m.awaiting, reason, plan = None, m.await_reason, m.await_plan
+        m.await_reason, m.await_plan = "", None
+        return self._copy(m, donor.member_id, reason, self._raw(m.history[-1]), plan)
 
 
 class SyncScheduler(_Scheduler):
@@ -449,7 +469,7 @@ class SyncScheduler(_Scheduler):
             return []
         population, frozen = self.frozen_snapshot(), self._frozen()  # before any copy
         batch, self._waiting = sorted(self._waiting.values(), key=lambda x: x.member_id), {}
-        return [d for x in batch for d in self._decide(x, population, frozen)]
+        return [d for x in batch for d in self._decide(x, population.at(x), frozen)]
 
     def member_state(self, member_id: int) -> dict[str, Any]:
         return {**super().member_state(member_id), "waiting": member_id in self._waiting}
@@ -459,6 +479,24 @@ class SyncScheduler(_Scheduler):
         self._waiting.pop(d["member_id"], None)
         if d.get("waiting"):
             self._waiting[d["member_id"]] = self.members[d["member_id"]]
+
+
+class _Frozen:
+    """A ranking and its views, frozen before a generation's copies; ``at`` an age."""
+
+    def __init__(self, scheduler: _Scheduler, ranking: AgedRanking,
+                 views: dict[int, MemberView]) -> None:
+        self._scheduler, self._ranking, self._views = scheduler, ranking, views
+
+    def at(self, m: MemberState) -> Population:
+        shift = self._scheduler._shifts(self._ranking, m)
+
+        def view(i: int) -> MemberView:
+            v = self._views[i]
+            d = shift.get(self._ranking.age[i], 0.0)
+            return v if d == 0.0 else replace(v, score=v.score + d)
+
+        return Population(self._ranking.at(shift), view)
 
 
 class NoProgress(RuntimeError):

@@ -4,7 +4,7 @@ per-member state and the run's PBT settings (validated here, before any work).""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,14 @@ Donor = tuple[str | None, dict[str, Any], int, list[float]]  # checkpoint, hpara
 HISTORY = 100  # scores kept per member for exploit (TTest uses the last `window`)
 
 
+class PlanRef(NamedTuple):
+    """What the scheduler keeps of an architecture strategy's plan (torchpbt.nas.Plan)."""
+
+    base: int
+    donor: int | None
+    kind: str
+
+
 @dataclass
 class MemberState:
     member_id: int
@@ -75,6 +83,7 @@ class MemberState:
     # its own (instead of older ones it would have to train again); and why it copies
     awaiting: int | None = None
     await_reason: str = ""
+    await_plan: PlanRef | None = None  # an architecture strategy's plan, kept while it waits
 
     @property
     def latest(self) -> float | None:
