@@ -41,7 +41,7 @@ COLLAPSED_MODES = 2  # a member covering at most this many of the 8 modes is col
 def grid(n: int) -> list[dict]:
     """n fixed hparam sets: one lr for G and D × Adam β1 0.5 (DCGAN's) or 0."""
     lrs = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2][: max(1, (n + 1) // 2)]
-    return [{"lr_g": lr, "lr_d": lr, "beta1": b} for lr in lrs for b in (0.5, 0.0)][:n]
+    return [{"lr_g": lr, "d_ratio": 1.0, "beta1": b} for lr in lrs for b in (0.5, 0.0)][:n]
 
 
 def member_stats(result, member_id: int, noise) -> dict:

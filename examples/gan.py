@@ -3,7 +3,7 @@
 The data is generated, so it runs offline: 8 Gaussians (std 0.05) evenly
 spaced on a circle of radius 2. Generator and discriminator are 3-layer MLPs
 trained with the non-saturating GAN loss and Adam. PBT tunes the generator's
-and the discriminator's learning rates and Adam's β1 while the pair trains;
+learning rate, the discriminator's as a ratio to it, and Adam's β1 while the pair trains;
 one step is one discriminator update then one generator update (batch 256).
 Badly balanced learning rates make the generator collapse onto a few modes
 or smear its samples between them, which is what PBT has to fix.
@@ -41,11 +41,19 @@ CENTRES = torch.tensor([[RADIUS * math.cos(2 * math.pi * k / MODES),
                          RADIUS * math.sin(2 * math.pi * k / MODES)] for k in range(MODES)])
 EVAL_SAMPLES, EVAL_SEED, BATCH = 2000, 12345, 256
 
+# The discriminator's lr is searched as a ratio to the generator's, as TTUR-style GAN
+# work tunes it. Drawn independently over three decades each, few pairs are balanced,
+# so a whole population could hold no member that escapes collapse; PBT can only copy
+# and perturb the members it has, and a collapsed generator stays collapsed.
 SPACE = {
     "lr_g": pbt.Float(1e-5, 1e-2, log=True),
-    "lr_d": pbt.Float(1e-5, 1e-2, log=True),
+    "d_ratio": pbt.Float(0.25, 4.0, log=True),  # lr_d = lr_g × d_ratio
     "beta1": pbt.Float(0.0, 0.9),
 }
+
+
+def lr_d(hparams) -> float:
+    return hparams["lr_g"] * hparams["d_ratio"]
 
 
 def real_samples(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -77,13 +85,13 @@ class GANMember(pbt.Member):
         torch.set_num_threads(1)  # tiny networks: threads only add overhead
         self.g, self.d = mlp(NOISE, 2).to(self.device), mlp(2, 1).to(self.device)
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=hparams["lr_g"])
-        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=hparams["lr_d"])
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=lr_d(hparams))
         gen = torch.Generator().manual_seed(EVAL_SEED)  # same noise for every evaluation
         self.eval_noise = torch.randn(EVAL_SAMPLES, NOISE, generator=gen).to(self.device)
 
     def apply_hparams(self, hparams):
         super().apply_hparams(hparams)  # after a load: the explored values win
-        for opt, lr in ((self.opt_g, hparams["lr_g"]), (self.opt_d, hparams["lr_d"])):
+        for opt, lr in ((self.opt_g, hparams["lr_g"]), (self.opt_d, lr_d(hparams))):
             for group in opt.param_groups:
                 group["lr"], group["betas"] = lr, (hparams["beta1"], 0.999)
 
@@ -147,7 +155,7 @@ def main(argv=None):
     print(f"best member {result.best_member_id}: mode-matched mass {stats['matched_mass']:.3f} "
           f"(true mixture ~0.97), {stats['modes']}/{MODES} modes, "
           f"{stats['high_quality']:.1%} high-quality samples; lr_g {h['lr_g']:.1e}, "
-          f"lr_d {h['lr_d']:.1e}, beta1 {h['beta1']:.2f}")
+          f"lr_d {lr_d(h):.1e}, beta1 {h['beta1']:.2f}")
     print(f"results are in {result.run_dir.resolve()}  (torchpbt status {result.run_dir})")
     return result
 

@@ -123,7 +123,7 @@ def test_gan_score_separates_true_collapsed_and_blurred_samples():
 
 
 def test_gan_learns_on_a_tiny_budget():
-    hp = {"lr_g": 1e-2, "lr_d": 1e-2, "beta1": 0.5}
+    hp = {"lr_g": 1e-2, "d_ratio": 1.0, "beta1": 0.5}
     seed_everything(0)
     m = gan.GANMember()
     m.setup(hp)
@@ -148,6 +148,7 @@ def test_gan_example_runs_through_main_and_the_cli(tmp_path, capsys):
     member.apply_hparams(hp)
     assert member.evaluate() == pytest.approx(r.best_score)
     assert member.opt_g.param_groups[0]["lr"] == hp["lr_g"]
+    assert member.opt_d.param_groups[0]["lr"] == pytest.approx(hp["lr_g"] * hp["d_ratio"])
     assert member.opt_d.param_groups[0]["betas"] == (hp["beta1"], 0.999)
     q = subprocess.run([sys.executable, "-m", "torchpbt.cli", "run", str(EXAMPLES / "gan.py"),
                         "--", "--population", "2", "--steps", "20", "--ready-every", "10",

@@ -664,3 +664,20 @@ def test_a_generation_decides_the_same_whatever_order_its_members_report_in():
         assert any(d[1] == "exploit" for d in first)
         for order in ([7, 6, 5, 4, 3, 2, 1, 0], [3, 5, 1, 7, 0, 2, 6, 4]):
             assert run(order, seed) == first, (seed, order)
+
+
+def test_a_reporter_decides_before_its_waiters_take_its_weights():
+    """Member 0 waits for member 1. When member 1 reports, it decides first, against
+    member 0's own weights and score; member 0 then copies what member 1 reported. (The
+    other order let member 1 'copy' member 0 while member 0 held member 1's weights.)"""
+    s = make(population=2, ready_every=10, steps=100, exploit=Truncation(0.5))
+    s.start()
+    for step, score in ((10, 0.0), (20, 1.0)):  # ties: nobody copies; the curve rises 1/10
+        for mid in (0, 1):
+            assert only(s.report(rep(mid, step, score))).action == "continue"
+    assert s.report(rep(0, 30, 1.5)) == []  # member 1, seen from age 30, looks better
+    assert s.members[0].awaiting == 1
+    out = s.report(rep(1, 30, 1.4))  # it is not: 1.4 < 1.5, so member 1 copies member 0
+    assert [(d.member_id, d.action, d.donor_id, d.checkpoint) for d in out] == [
+        (0, "exploit", 1, "m1@30"), (1, "exploit", 0, "m0@30")]
+    assert (s.members[0].checkpoint, s.members[1].checkpoint) == ("m1@30", "m0@30")

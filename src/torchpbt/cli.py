@@ -211,6 +211,24 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    try:
+        from .dashboard import serve
+    except ImportError as exc:
+        raise SystemExit(f"torchpbt dashboard needs Dash: pip install 'torchpbt[dashboard]' "
+                         f"({exc}).") from exc
+    if not 0 < args.port < 65536:
+        raise SystemExit(f"torchpbt dashboard: --port {args.port} is not a TCP port; give "
+                         "one in 1..65535, e.g. 8050.")
+    if not args.interval > 0:
+        raise SystemExit(f"torchpbt dashboard: --interval {args.interval:g}: give a number "
+                         "of seconds > 0.")
+    with contextlib.suppress(KeyboardInterrupt):
+        serve(args.run_dir, args.storage, port=args.port, host=args.host,
+              interval_s=args.interval)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="torchpbt", description="Population Based Training for PyTorch")
     sub = p.add_subparsers(dest="command", required=True)
@@ -246,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
                             ("export", cmd_export, "write intervals, scores and events"),
                             ("replay", cmd_replay,
                              "train one fresh model along a member's schedule"),
-                            ("report", cmd_report, "write an HTML report with figures")):
+                            ("report", cmd_report, "write an HTML report with figures"),
+                            ("dashboard", cmd_dashboard,
+                             "a live web page of the run (Dash), refreshed as it goes")):
         s = sub.add_parser(name, help=help_)
         s.add_argument("run_dir", help="the run directory (holds torchpbt.db and checkpoints/)")
         s.add_argument("--storage", default=None, help="store URL if not the run directory's SQLite")
@@ -271,6 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--device", default=None, help="default: the run's first device")
         if name == "report":
             s.add_argument("--out", default=None, help="output directory (default RUN_DIR/report)")
+        if name == "dashboard":
+            s.add_argument("--port", type=int, default=8050, help="default 8050")
+            s.add_argument("--host", default="127.0.0.1",
+                           help="address to serve on (default 127.0.0.1: this machine only)")
+            s.add_argument("--interval", type=float, default=2.0,
+                           help="seconds between refreshes (default 2)")
     return p
 
 

@@ -128,53 +128,66 @@ class TorchMember(Member):
     def optimizer_mapping(self, hparams: Mapping[str, Any]) -> dict[str, str]:
         """hparam name → param_group key (``"lr"``, or ``"betas[0]"`` for one element of a
         tuple); explicit names must exist and fit, or this fails loudly."""
-        group = self.optimizer.param_groups[0]
-        if self.optimizer_hparams is None:
-            auto = {n: n for n in hparams if n in group and not isinstance(group[n], tuple)}
-            if isinstance(group.get("betas"), tuple):  # Adam-style: beta1/beta2 by name
-                auto.update({n: f"betas[{i}]" for i, n in enumerate(("beta1", "beta2"))
-                             if n in hparams and n not in group})
-            return auto
-        mapping = dict(self.optimizer_hparams)
-        unknown = sorted(set(mapping) - set(hparams))
-        if unknown:
-            raise KeyError(
-                f"{type(self).__name__}.optimizer_hparams names unknown hyperparameter(s) "
-                f"{unknown}; the space has {sorted(hparams)}."
-            )
-        fix = f"Fix {type(self).__name__}.optimizer_hparams."
-        opt = type(self.optimizer).__name__
-        for name, target in mapping.items():
-            key, index = _split_key(target)
-            if key not in group:
-                raise KeyError(f"{opt} has no param_group key {key!r} (for {name!r}); it has "
-                               f"{sorted(group)}. {fix}")
-            value = group[key]
-            if index is None and isinstance(value, tuple):
-                raise KeyError(f"{opt}'s {key!r} is a tuple {value}; map {name!r} to one "
-                               f"element, e.g. {{{name!r}: '{key}[0]'}}. {fix}")
-            if index is not None and not (isinstance(value, tuple) and index < len(value)):
-                raise KeyError(f"{opt}'s {key!r} is {value!r}, which has no element {index} "
-                               f"(for {name!r}). {fix}")
-        return mapping
+        return optimizer_mapping(self.optimizer, hparams, self.optimizer_hparams,
+                                 type(self).__name__)
 
     def apply_hparams(self, hparams: Mapping[str, Any]) -> None:
         super().apply_hparams(hparams)
-        mapping = self.optimizer_mapping(hparams)
-        base = getattr(self.lr_scheduler, "base_lrs", None)
-        if base is not None and "lr" in mapping.values():
-            _rebase(self.lr_scheduler, self.optimizer,
-                    next(hparams[n] for n, t in mapping.items() if t == "lr"))
-        for name, target in mapping.items():
-            key, index = _split_key(target)
-            if key == "lr" and base is not None:
-                continue  # rebased above, with the schedule's factor
-            for group in self.optimizer.param_groups:
-                if index is None:
-                    group[key] = hparams[name]
-                else:  # one element of a tuple such as Adam's betas
-                    group[key] = tuple(hparams[name] if i == index else v
-                                       for i, v in enumerate(group[key]))
+        push_hparams(self.optimizer, self.lr_scheduler, hparams, self.optimizer_mapping(hparams))
+
+
+def optimizer_mapping(optimizer: torch.optim.Optimizer, hparams: Mapping[str, Any],
+                      explicit: Mapping[str, str] | None, owner: str) -> dict[str, str]:
+    """hparam name → param_group key of ``optimizer``: ``explicit`` (checked), else every
+    hparam named like a param_group key, and ``beta1``/``beta2`` for Adam's ``betas``."""
+    group = optimizer.param_groups[0]
+    if explicit is None:
+        auto = {n: n for n in hparams if n in group and not isinstance(group[n], tuple)}
+        if isinstance(group.get("betas"), tuple):  # Adam-style: beta1/beta2 by name
+            auto.update({n: f"betas[{i}]" for i, n in enumerate(("beta1", "beta2"))
+                         if n in hparams and n not in group})
+        return auto
+    mapping = dict(explicit)
+    unknown = sorted(set(mapping) - set(hparams))
+    if unknown:
+        raise KeyError(
+            f"{owner}.optimizer_hparams names unknown hyperparameter(s) "
+            f"{unknown}; the space has {sorted(hparams)}."
+        )
+    fix = f"Fix {owner}.optimizer_hparams."
+    opt = type(optimizer).__name__
+    for name, target in mapping.items():
+        key, index = _split_key(target)
+        if key not in group:
+            raise KeyError(f"{opt} has no param_group key {key!r} (for {name!r}); it has "
+                           f"{sorted(group)}. {fix}")
+        value = group[key]
+        if index is None and isinstance(value, tuple):
+            raise KeyError(f"{opt}'s {key!r} is a tuple {value}; map {name!r} to one "
+                           f"element, e.g. {{{name!r}: '{key}[0]'}}. {fix}")
+        if index is not None and not (isinstance(value, tuple) and index < len(value)):
+            raise KeyError(f"{opt}'s {key!r} is {value!r}, which has no element {index} "
+                           f"(for {name!r}). {fix}")
+    return mapping
+
+
+def push_hparams(optimizer: torch.optim.Optimizer, scheduler: Any, hparams: Mapping[str, Any],
+                 mapping: Mapping[str, str]) -> None:
+    """Write the mapped hparams into every param group; with an LR scheduler, ``lr`` becomes
+    its base lr (see :class:`TorchMember`)."""
+    base = getattr(scheduler, "base_lrs", None)
+    if base is not None and "lr" in mapping.values():
+        _rebase(scheduler, optimizer, next(hparams[n] for n, t in mapping.items() if t == "lr"))
+    for name, target in mapping.items():
+        key, index = _split_key(target)
+        if key == "lr" and base is not None:
+            continue  # rebased above, with the schedule's factor
+        for group in optimizer.param_groups:
+            if index is None:
+                group[key] = hparams[name]
+            else:  # one element of a tuple such as Adam's betas
+                group[key] = tuple(hparams[name] if i == index else v
+                                   for i, v in enumerate(group[key]))
 
 
 def _rebase(scheduler: Any, optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -435,9 +435,16 @@ class AsyncScheduler(_Scheduler):
 
     def report(self, report: Report) -> list[Decision]:
         m = self._record(report)
-        released = [d for r in sorted(self._waiters.pop(m.member_id, ()))
-                    for d in self._release(self.members[r], m)]
-        return released + self._decide(m, self.snapshot(m))
+        waiters = sorted(self._waiters.pop(m.member_id, ()))
+        # the members that waited copy what this report brought, whatever the reporter
+        # decides next; and it decides first, while they still hold their own weights
+        # (released first, a waiter would hold the reporter's weights under its own older
+        # score, and the reporter could pick it as a donor: a copy of itself)
+        pinned = _Pinned(self.members, m.member_id, (m.checkpoint, dict(m.hparams), m.step,
+                                                     list(m.history)))
+        own = self._decide(m, self.snapshot(m))
+        released = [d for r in waiters for d in self._release(self.members[r], m, pinned)]
+        return released + own
 
     def _wait_for(self, m: MemberState, donor_id: int,
                   frozen: Mapping[int, Donor] | None) -> bool:
@@ -445,10 +452,11 @@ class AsyncScheduler(_Scheduler):
         # a member that is neither done nor waiting is training, so its report will come
         return d.step < m.step and not d.done and d.awaiting is None
 
-    def _release(self, m: MemberState, donor: MemberState) -> list[Decision]:
+    def _release(self, m: MemberState, donor: MemberState,
+                 donors: Mapping[int, Donor]) -> list[Decision]:
         m.awaiting, reason, plan = None, m.await_reason, m.await_plan
         m.await_reason, m.await_plan = "", None
-        return self._copy(m, donor.member_id, reason, self._raw(m.history[-1]), plan)
+        return self._copy(m, donor.member_id, reason, self._raw(m.history[-1]), plan, donors)
 
 
 class SyncScheduler(_Scheduler):
@@ -479,6 +487,25 @@ class SyncScheduler(_Scheduler):
         self._waiting.pop(d["member_id"], None)
         if d.get("waiting"):
             self._waiting[d["member_id"]] = self.members[d["member_id"]]
+
+
+class _Pinned(Mapping[int, Donor]):
+    """Donor states: one member's as pinned, every other member's live."""
+
+    def __init__(self, members: Mapping[int, MemberState], member_id: int, state: Donor) -> None:
+        self._members, self._id, self._state = members, member_id, state
+
+    def __getitem__(self, member_id: int) -> Donor:
+        if member_id == self._id:
+            return self._state
+        d = self._members[member_id]
+        return d.checkpoint, d.hparams, d.step, d.history
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._members)
+
+    def __len__(self) -> int:
+        return len(self._members)
 
 
 class _Frozen:
