@@ -47,6 +47,22 @@ def test_the_figures_show_every_member_with_hover_and_the_schedules(finished):
     assert "6 members" in dashboard.summary(finished)
 
 
+def test_the_page_only_reads_the_store(finished):
+    import sqlite3
+
+    def dump() -> list[str]:
+        with sqlite3.connect(finished.run_dir / "torchpbt.db") as db:
+            return list(db.iterdump())
+
+    before = dump()
+    app = dashboard.make_app(finished.run_dir)
+    refresh = next(iter(app.callback_map.values()))["callback"].__wrapped__
+    for tick in range(3):
+        summary, members, *_ = refresh(tick)
+        assert len(members.children[1].children) == 6 and "done" in summary  # table rows
+    assert dump() == before
+
+
 def test_a_path_that_is_no_run_fails_before_serving(tmp_path):
     with pytest.raises(StoreError, match="does not exist"):
         dashboard.make_app(tmp_path / "nope")
@@ -127,7 +143,7 @@ def test_the_page_shows_a_running_run_and_updates_in_chromium(tmp_path):
         wait.until(lambda d: intervals() > 0)
         first = intervals()
         assert "running" in driver.find_element(By.ID, "summary").text
-        rows = driver.find_elements(By.CSS_SELECTOR, "#members td[data-dash-column='member']")
+        rows = driver.find_elements(By.CSS_SELECTOR, "#members tbody tr td:first-child")
         assert sorted(int(r.text) for r in rows) == [0, 1, 2, 3]
         assert driver.find_elements(By.CSS_SELECTOR, "#lineage .js-plotly-plot")
         wait.until(lambda d: intervals() > first)  # new intervals reach the page by themselves

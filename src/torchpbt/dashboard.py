@@ -133,28 +133,38 @@ def summary(result: Result) -> str:
 
 def make_app(run_dir: str | Path, storage: str | None = None, interval_s: float = 2.0) -> Any:
     """The Dash app for one run; every ``interval_s`` it reloads the run and redraws."""
-    from dash import Dash, Input, Output, dash_table, dcc, html
+    from dash import Dash, Input, Output, dcc, html
 
     Result.load(run_dir, storage)  # a bad path or URL fails here, before serving
     app = Dash(__name__, title="torchpbt dashboard")
-    table = {"style_cell": {"textAlign": "left", "fontFamily": "monospace", "fontSize": 12},
-             "page_size": 50}
+    cell = {"textAlign": "left", "fontFamily": "monospace", "fontSize": 12,
+            "padding": "2px 10px", "borderBottom": "1px solid #ddd"}
+
+    def table(rows: list[dict[str, Any]]) -> Any:
+        if not rows:
+            return html.P("none yet")
+        head = html.Thead(html.Tr([html.Th(c, style=cell) for c in rows[0]]))
+        body = html.Tbody([html.Tr([html.Td(str(v), style=cell) for v in r.values()])
+                           for r in rows])
+        return html.Table([head, body], style={"borderCollapse": "collapse"})
+
     app.layout = html.Div([
         html.H2("torchpbt"), html.Div(id="summary"),
         dcc.Interval(id="tick", interval=int(interval_s * 1000)),
         dcc.Graph(id="lineage"), dcc.Graph(id="scores"),
-        html.H3("members"), dash_table.DataTable(id="members", **table),
+        html.H3("members"), html.Div(id="members"),
         dcc.Graph(id="hparams"),
-        html.H3("latest events"), dash_table.DataTable(id="events", **table),
+        html.H3("latest events"), html.Div(id="events"),
     ], style={"fontFamily": "sans-serif", "margin": "1em 2em"})
 
-    @app.callback(Output("summary", "children"), Output("members", "data"),
-                  Output("events", "data"), Output("lineage", "figure"),
+    @app.callback(Output("summary", "children"), Output("members", "children"),
+                  Output("events", "children"), Output("lineage", "figure"),
                   Output("scores", "figure"), Output("hparams", "figure"),
                   Input("tick", "n_intervals"))
     def refresh(_: Any) -> tuple[Any, ...]:
         result = Result.load(run_dir, storage)
-        return (summary(result), member_rows(result), event_rows(result),
+        members = member_rows(result)
+        return (summary(result), table(members), table(event_rows(result)),
                 lineage_figure(result), scores_figure(result), hparams_figure(result))
 
     return app

@@ -100,10 +100,16 @@ class AgedRanking:
         self._ids: list[int] = []
 
     def set(self, member_id: int, score: float, order: float, age: int) -> None:
-        self.discard(member_id)
+        old = self.age.get(member_id)
+        if old is None:
+            insort(self._ids, member_id)
+        elif old != age:  # moves to another group (the id list stays as it is)
+            group = self.groups[old]
+            group.discard(member_id)
+            if not len(group):
+                del self.groups[old]
         self.groups.setdefault(age, Ranking()).set(member_id, score, order)
         self.age[member_id] = age
-        insort(self._ids, member_id)
 
     def discard(self, member_id: int) -> None:
         age = self.age.pop(member_id, None)
@@ -153,10 +159,21 @@ class ShiftedRanking:
         the unshifted target can be off by rounding; the steps after it compare the
         shifted keys exactly (shifting is monotone, so the answer is a boundary)."""
         keys = group._keys
-        i = bisect_left(keys, (target[0] + shift, *target[1:]))
-        while i > 0 and (keys[i - 1][0] - shift, *keys[i - 1][1:]) >= target:
+        if not shift:
+            return bisect_left(keys, target)
+        t0, rest = target[0], target[1:]
+        i = bisect_left(keys, (t0 + shift, *rest))
+        while i > 0:  # step back over keys that, shifted, do not sort before target
+            k = keys[i - 1]
+            v = k[0] - shift
+            if v < t0 or (v == t0 and k[1:] < rest):
+                break
             i -= 1
-        while i < len(keys) and (keys[i][0] - shift, *keys[i][1:]) < target:
+        while i < len(keys):
+            k = keys[i]
+            v = k[0] - shift
+            if not (v < t0 or (v == t0 and k[1:] < rest)):
+                break
             i += 1
         return i
 
