@@ -440,6 +440,8 @@ class AsyncScheduler(_Scheduler):
         # decides next; and it decides first, while they still hold their own weights
         # (released first, a waiter would hold the reporter's weights under its own older
         # score, and the reporter could pick it as a donor: a copy of itself)
+        if not waiters:
+            return self._decide(m, self.snapshot(m))
         pinned = _Pinned(self.members, m.member_id, (m.checkpoint, dict(m.hparams), m.step,
                                                      list(m.history)))
         own = self._decide(m, self.snapshot(m))
