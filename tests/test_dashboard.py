@@ -154,3 +154,13 @@ def test_the_page_shows_a_running_run_and_updates_in_chromium(tmp_path):
             if p is not None:
                 p.kill()
                 p.wait()
+
+
+def test_the_page_reads_a_run_on_postgresql(tmp_path, pg_url):
+    run_dir = tmp_path / "pg"
+    pbt.run(Quadratic, QSPACE, population=3, steps=20, ready_every=10, seed=2, backend="serial",
+            run_dir=run_dir, storage=pg_url, progress=False)
+    app = dashboard.make_app(run_dir, pg_url)
+    refresh = next(iter(app.callback_map.values()))["callback"].__wrapped__
+    summary, members, *_ = refresh(0)
+    assert "3 members" in summary and len(members.children[1].children) == 3
