@@ -24,6 +24,7 @@ from .population import AgedRanking, Population
 from .rng_state import RngEncoder, decode_rng
 from .scheduler_types import HISTORY, Decision, Donor, MemberState, PBTConfig, PlanRef, Report
 from .space import Space
+from .strategies import ArchitectureStrategy, ExploitStrategy, ExploreStrategy, PlanLike
 
 
 def orient(score: float, mode: str) -> float:
@@ -42,8 +43,8 @@ class _Scheduler:
         self,
         space: Space,
         config: PBTConfig,
-        exploit: Any,
-        explore: Any,
+        exploit: ExploitStrategy | None,
+        explore: ExploreStrategy | None,
         seed: int = 0,
         initial_hparams: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
@@ -307,7 +308,10 @@ class _Scheduler:
         if not failed and m.step >= cfg.burn_in and self.exploit is not None \
                 and self._everyone_scored():
             picked = self.exploit(me, population, self.rng)
-            plan = picked if hasattr(picked, "base") else None  # an architecture strategy's plan
+            # an architecture strategy's plan (the cheap int/None test first: the
+            # Protocol check costs microseconds)
+            plan = None if picked is None or isinstance(picked, int) else \
+                picked if isinstance(picked, PlanLike) else None
             donor_id = plan.base if plan is not None else picked
             reason = getattr(plan, "kind", "exploit")
             self._check_donor(donor_id, m.member_id)
@@ -342,7 +346,8 @@ class _Scheduler:
         return False
 
     def _copy(self, m: MemberState, donor_id: int, reason: str, score: float | None,
-              plan: Any = None, frozen: Mapping[int, Donor] | None = None) -> list[Decision]:
+              plan: PlanLike | None = None,
+              frozen: Mapping[int, Donor] | None = None) -> list[Decision]:
         """``m`` takes the donor's weights, their age and (by default) its hparams."""
         cfg = self.config
         at = m.reported
@@ -355,11 +360,12 @@ class _Scheduler:
         mix = None
         if plan is not None and plan.kind != "copy" and not finished:
             other = self._donor(plan.donor, frozen) if plan.donor is not None else None
-            genome, origin = self.exploit.child(self.space, d_hparams,
-                                                other[1] if other else None, self.rng)
+            arch: ArchitectureStrategy = self.exploit  # type: ignore[assignment]  # a plan came from one
+            genome, origin = arch.child(self.space, d_hparams, other[1] if other else None,
+                                        self.rng)
             base.update(genome)
-            mix = {"kind": plan.kind, "origin": origin, "lam": self.exploit.lam,
-                   "gamma": self.exploit.gamma, "donor_id": plan.donor,
+            mix = {"kind": plan.kind, "origin": origin, "lam": arch.lam,
+                   "gamma": arch.gamma, "donor_id": plan.donor,
                    "donor_step": other[2] if other else None,
                    "donor_checkpoint": other[0] if other else None}
         ops: dict[str, str] = {}

@@ -4,7 +4,7 @@ per-member state and the run's PBT settings (validated here, before any work).""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 
 @dataclass(frozen=True)
@@ -20,9 +20,14 @@ class Report:
     bad_checkpoint: str | None = None  # the interval's start checkpoint could not be loaded
 
 
+Action = Literal["start", "continue", "explore", "exploit", "reinit", "stop"]
+
+
 @dataclass(frozen=True)
 class Decision:
-    """What a member does next. ``action`` is start, continue, exploit, reinit or stop.
+    """What a member does next (``action``): start, continue (same hparams), explore (new
+    hparams, own weights), exploit (a donor's weights, maybe new hparams), reinit (fresh
+    weights and hparams) or stop.
 
     ``step`` is the member's step when it was decided (its report's). The next
     interval starts at :attr:`start_step`, the age of the weights it starts from: a
@@ -34,7 +39,7 @@ class Decision:
 
     member_id: int
     step: int
-    action: str
+    action: Action
     hparams: dict[str, Any]
     checkpoint: str | None
     train_steps: int
