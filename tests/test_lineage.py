@@ -112,3 +112,17 @@ def test_equal_weights_written_by_two_members_keep_each_members_own_history():
     ]
     assert [r["id"] for r in lineage.trace(rows, 0)] == [1, 4, 6]
     assert lineage.schedule(rows, 0)[-1]["to_step"] == 30
+
+
+def test_check_log_accepts_a_copy_of_a_member_that_has_just_copied():
+    """Async: member 1 copied member 0's a1; before member 1's next interval ended, member
+    2 copied member 1, so it got a1 too, named after member 1 (which holds it)."""
+    ivs = [iv(1, 0, 0, 10, 0.5, None, "a1"), iv(2, 1, 0, 10, 0.1, None, "b1"),
+           iv(3, 2, 0, 10, 0.2, None, "c1"),
+           iv(4, 0, 10, 20, 0.5, "a1", "a2"), iv(5, 1, 10, 20, 0.4, "a1", "b2"),
+           iv(6, 2, 10, 20, 0.3, "a1", "c2")]
+    evs = [ev("exploit", 1, 10, donor=0, donor_step=10, checkpoint="a1"),
+           ev("exploit", 2, 10, donor=1, donor_step=10, checkpoint="a1")]
+    assert lineage.check_log(ivs, evs, 20) == []
+    evs[1] = ev("exploit", 2, 10, donor=1, donor_step=10, checkpoint="a9")  # never held
+    assert "names no recorded donor checkpoint" in " ".join(lineage.check_log(ivs, evs, 20))

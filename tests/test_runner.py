@@ -11,7 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import QSPACE, SPACE, Boom, DiesInWorker, NaNScore, Quadratic, ReturnsText, TinyNet
+from helpers import (
+    QSPACE,
+    SPACE,
+    Boom,
+    DiesInWorker,
+    NaNScore,
+    Quadratic,
+    ReturnsText,
+    TinyNet,
+    chains_are_complete,
+)
 
 import torchpbt as pbt
 
@@ -163,7 +173,9 @@ def test_sync_mode_members_keep_their_latest_score(tmp_path):
 
 def test_local_backend_two_workers_completes_with_full_log(tmp_path):
     r = run_tiny(tmp_path, backend="local", workers=2)
-    assert len(r.intervals) == 24
+    # a copy of a donor ahead skips the intervals between (timing decides how often)
+    assert len(r.intervals) <= 24 and r.member_steps <= 24 * r.run["config"]["ready_every"]
+    chains_are_complete(r, r.run["config"]["steps"])
     assert {i["worker"] for i in r.intervals}.__len__() >= 1
     assert all(m["status"] == "done" for m in r.members)
     assert all(s["valid"] for s in r.scores)

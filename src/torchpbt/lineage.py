@@ -85,7 +85,8 @@ def check_log(intervals: Sequence[Mapping[str, Any]], events: Sequence[Mapping[s
     Each member's intervals, in the order they were recorded, must follow one another
     as the decisions between them say (see README, "How steps count"): after an
     exploit the next interval starts at the donor's age from the exact checkpoint the
-    decision names, written by the donor interval it names; after a reinit at 0 from
+    decision names, written by the donor interval it names (or held by the donor from a
+    copy of its own); after a reinit at 0 from
     nothing; otherwise where the member's weights are (the end of a good interval, or
     the start of a failed one, whose weights are kept). At most one decision follows
     an interval (a copy of a finished member also stops), none follows no interval,
@@ -93,6 +94,10 @@ def check_log(intervals: Sequence[Mapping[str, Any]], events: Sequence[Mapping[s
     problems: list[str] = []
     written = {(iv["member_id"], iv["end_step"], iv["end_checkpoint"])
                for iv in intervals if iv.get("end_checkpoint")}
+    # a member that has copied holds its donor's weights (at their age) until its next
+    # interval ends; in async mode another member may copy them from it in that time
+    written |= {(e["member_id"], e["donor_step"], (e.get("detail") or {}).get("checkpoint"))
+                for e in events if e["kind"] == "exploit"}
     decisions: dict[int, list[Mapping[str, Any]]] = {}
     for e in events:
         if e["kind"] in DECISIONS:
