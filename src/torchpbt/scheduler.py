@@ -457,11 +457,18 @@ class AsyncScheduler(_Scheduler):
     def _wait_for(self, m: MemberState, donor_id: int,
                   frozen: Mapping[int, Donor] | None) -> bool:
         d = self.members[donor_id]
-        # a member that is neither done nor waiting is training, so its report will come
-        return d.step < m.step and not d.done and d.awaiting is None
+        # a member not done reports again: if it waits itself, once its own donor has
+        # reported and it has trained. Waits never form a cycle (each waits for a strictly
+        # younger member), and copying younger weights would train steps twice
+        return d.step < m.step and not d.done
 
     def _release(self, m: MemberState, donor: MemberState,
                  donors: Mapping[int, Donor]) -> list[Decision]:
+        if donors[donor.member_id][2] < m.step and not donor.done:
+            # its weights are still younger (it failed, or has just copied younger
+            # ones itself): wait for its next report
+            self._waiters.setdefault(donor.member_id, set()).add(m.member_id)
+            return []
         m.awaiting, reason, plan = None, m.await_reason, m.await_plan
         m.await_reason, m.await_plan = "", None
         return self._copy(m, donor.member_id, reason, self._raw(m.history[-1]), plan, donors)
