@@ -102,7 +102,6 @@ if __name__ == "__main__":
 def test_the_page_shows_a_running_run_and_updates_in_chromium(tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     run_dir = tmp_path / "live"
@@ -128,7 +127,14 @@ def test_the_page_shows_a_running_run_and_updates_in_chromium(tmp_path):
                      "--disable-component-update", "--disable-sync", "--no-first-run"):
             opts.add_argument(flag)
         driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
+        # the page re-renders its tables on each refresh, so read them in one script call
+        # (an element found first and read later may be gone: StaleElementReferenceException)
         wait = WebDriverWait(driver, 90, poll_frequency=0.3)
+
+        def text_of(css: str) -> list[str]:
+            return driver.execute_script(
+                "return Array.from(document.querySelectorAll(arguments[0]))"
+                ".map(e => e.textContent);", css)
         for _ in range(100):  # the server may still be binding its port
             try:
                 driver.get(f"http://127.0.0.1:{port}/")
@@ -137,15 +143,15 @@ def test_the_page_shows_a_running_run_and_updates_in_chromium(tmp_path):
                 time.sleep(0.3)
 
         def intervals() -> int:
-            text = driver.find_element(By.ID, "summary").text
+            text = " ".join(text_of("#summary"))
             return int(text.split(" intervals")[0].rsplit("· ", 1)[1]) if "intervals" in text else -1
 
         wait.until(lambda d: intervals() > 0)
         first = intervals()
-        assert "running" in driver.find_element(By.ID, "summary").text
-        rows = driver.find_elements(By.CSS_SELECTOR, "#members tbody tr td:first-child")
-        assert sorted(int(r.text) for r in rows) == [0, 1, 2, 3]
-        assert driver.find_elements(By.CSS_SELECTOR, "#lineage .js-plotly-plot")
+        assert "running" in " ".join(text_of("#summary"))
+        rows = text_of("#members tbody tr td:first-child")
+        assert sorted(int(r) for r in rows) == [0, 1, 2, 3]
+        assert text_of("#lineage .js-plotly-plot")
         wait.until(lambda d: intervals() > first)  # new intervals reach the page by themselves
     finally:
         if driver is not None:
