@@ -270,7 +270,7 @@ CASES = [
     bad("workers-0", lambda t: run(t, workers=0),
         ValueError, r"workers=0: give a positive int"),
     bad("backend-gpu", lambda t: run(t, backend="gpu"),
-        ValueError, r"backend='gpu': use 'serial', 'local', 'workers' or 'ray'"),
+        ValueError, r"backend='gpu': use 'serial', 'local', 'workers', 'ray' or 'vectorized'"),
     bad("worker-timeout-zero", lambda t: run(t, backend="workers", worker_timeout=0),
         ValueError, r"worker_timeout=0: give seconds > 0"),
     bad("worker-timeout-text", lambda t: run(t, worker_timeout="1m"),

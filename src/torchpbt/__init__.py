@@ -20,6 +20,7 @@ from .scheduler import AsyncScheduler, Decision, NoProgress, PBTConfig, Report, 
 from .space import Choice, Float, Int, Space, SpaceError  # noqa: E402
 from .store import StoreError  # noqa: E402
 from .tensorboard import export_tensorboard  # noqa: E402
+from .vectorized.member import VectorMember  # noqa: E402
 from .worker_service import serve as serve_worker  # noqa: E402
 
 __all__ = [
@@ -27,7 +28,7 @@ __all__ = [
     "KnowledgeSharing", "datasets", "distillation_loss", "nas",
     "Member", "MemberView", "NoProgress", "PB2", "PBTConfig", "Perturb", "Report", "Resample", "Result", "Schedule",
     "ScheduleError", "Space", "SpaceError", "StoreError", "SyncScheduler", "TTest",
-    "TorchMember", "Tournament", "Truncation", "RunInterrupted", "__version__",
+    "TorchMember", "Tournament", "Truncation", "RunInterrupted", "VectorMember", "__version__",
     "check_log", "export_tensorboard", "load", "replay", "resume", "run", "serve_worker",
     "write_report",
 ]

@@ -228,6 +228,9 @@ def run(
             raise ValueError(f"max_retries={max_retries!r}: give an int >= 0 (default 2).")
         n_workers = workers or default_workers()
         backend = check_backend(backend or ("local" if n_workers > 1 else "serial"))
+        if backend == "vectorized":
+            check_vectorized(member, space, exploit, knowledge_sharing)
+            n_workers = population  # one batched model holds every member
         if isinstance(worker_timeout, bool) or not isinstance(worker_timeout, (int, float)) \
                 or not worker_timeout > 0:
             raise ValueError(f"worker_timeout={worker_timeout!r}: give seconds > 0 (default 60).")
@@ -276,6 +279,30 @@ def run(
     if summary if summary is not None else progress:
         print_summary(result)
     return result
+
+
+def check_vectorized(member: type, space: Space, exploit: Any, knowledge: Any) -> None:
+    """What the vectorized backend cannot do, refused before any work."""
+    from .vectorized.member import VectorMember, check_vector_member
+
+    if not issubclass(member, VectorMember):
+        raise TypeError(
+            f"backend='vectorized' trains a population as one batched model and needs a "
+            f"torchpbt.VectorMember; {member.__name__} is not one. Subclass VectorMember "
+            "(build, train_data, loss, score) or use backend='serial'/'local'.")
+    check_vector_member(member)
+    if knowledge is not None or hasattr(exploit, "child"):
+        raise ValueError(
+            "backend='vectorized' does not do knowledge sharing or architecture mixing "
+            "(members must share one architecture); use backend='serial' or 'local'.")
+    for name, dom in space.items():
+        choices = getattr(dom, "values", None)
+        if choices is not None and not all(isinstance(c, (int, float)) and
+                                           not isinstance(c, bool) for c in choices):
+            raise ValueError(
+                f"backend='vectorized' gives each member its hparams as tensors, but "
+                f"{name!r} has non-numeric choices {list(choices)}; encode them as numbers "
+                "or use backend='serial'/'local'.")
 
 
 class RunInterrupted(KeyboardInterrupt):

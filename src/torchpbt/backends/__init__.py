@@ -44,13 +44,14 @@ def resolve_devices(devices: str | list[str] | None) -> list[str]:
     return out
 
 
-BACKENDS = ("serial", "local", "workers", "ray")
+BACKENDS = ("serial", "local", "workers", "ray", "vectorized")
 
 
 def check_backend(kind: object) -> str:
     """A known backend name whose packages are installed; checked before any work."""
     if kind not in BACKENDS:
-        raise ValueError(f"backend={kind!r}: use 'serial', 'local', 'workers' or 'ray'.")
+        raise ValueError(f"backend={kind!r}: use 'serial', 'local', 'workers', 'ray' or "
+                         "'vectorized'.")
     if kind == "ray":
         import_ray()
     return str(kind)
@@ -60,6 +61,10 @@ def make_backend(kind: str, member_cls: type, checkpoint_dir: str, workers: int,
                  devices: list[str]) -> Backend:
     if kind == "serial":
         return SerialBackend(member_cls, checkpoint_dir, devices[0])
+    if kind == "vectorized":  # workers is the population: one slot per member
+        from ..vectorized.backend import VectorizedBackend
+
+        return VectorizedBackend(member_cls, checkpoint_dir, workers, devices[0])
     if kind == "ray":
         return RayBackend(member_cls, checkpoint_dir, workers, devices)
     return LocalBackend(member_cls, checkpoint_dir, workers, devices)

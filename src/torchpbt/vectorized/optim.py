@@ -86,11 +86,11 @@ class VectorSGD(_VectorOptimizer):
             g = p.grad + self._b("weight_decay", p) * p
             mom = self._b("momentum", p)
             st = self.state[k]
-            if "momentum_buffer" not in st:  # torch: the first buffer is the gradient
-                st["momentum_buffer"] = g.clone()
-            else:
-                st["momentum_buffer"].mul_(mom).add_(g)
-            buf = st["momentum_buffer"]
+            # a zero buffer is torch's "no buffer yet" (its first buffer is the gradient),
+            # so fresh and trained members can share a batch; members with momentum 0 keep
+            # their buffer untouched, as torch's SGD does
+            buf = st.setdefault("momentum_buffer", torch.zeros_like(p))
+            buf.copy_(torch.where(mom == 0, buf, mom * buf + g))
             # members with momentum 0 step on the plain gradient, as torch's SGD does
             d = g + mom * buf if self.nesterov else torch.where(mom == 0, g, buf)
             p.sub_(self._b("lr", p) * d)

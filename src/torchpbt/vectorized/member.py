@@ -1,0 +1,180 @@
+"""The member a vectorized run trains P at a time, written as ordinary one-member code.
+
+A :class:`VectorMember` describes one member: ``build`` makes its ``nn.Module``,
+``loss`` and ``score`` say what one member computes, ``train_data`` is the data all
+members sample from. The vectorized backend stacks P such modules and ``vmap``s
+``loss``/``score`` over them; every other backend runs the class as an ordinary
+member (a plain module and a ``torch.optim`` optimizer), so replay, ``Result.member``
+and a serial run of the same class need nothing else. Both paths write the same
+checkpoint format, so a vectorized member resumes or replays on the serial path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..member import Member
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+# hparam names each optimizer takes per member (anything else goes to loss/score)
+OPTIMIZER_HPARAMS = {"sgd": ("lr", "momentum", "weight_decay"),
+                     "adam": ("lr", "beta1", "beta2", "eps", "weight_decay"),
+                     "adamw": ("lr", "beta1", "beta2", "eps", "weight_decay")}
+_DEFAULTS = {"lr": 1e-3, "momentum": 0.0, "weight_decay": 0.0, "beta1": 0.9, "beta2": 0.999,
+             "eps": 1e-8}
+
+
+class VectorMember(Member):
+    """Subclass it and fill in ``build``, ``train_data``, ``loss`` and ``score``.
+
+    Rules that let P members run as one batched model: ``loss`` and ``score`` compute
+    one member's value from ``model`` (call it like the module) and ``hparams`` (each a
+    0-d tensor) and keep nothing on ``self``; ``train_data`` is deterministic (the same
+    tensors on every call). ``loss`` may return one number or one loss per batch row;
+    per-row losses let members use different batch sizes (an hparam named
+    ``batch_size``: rows are padded to the largest and masked out of the mean). The
+    optimizer is ``optimizer`` (``"sgd"``, ``"adam"``, ``"adamw"``); hparams named like
+    its settings (``lr``, ``momentum``, ``weight_decay``, ``beta1``, ``beta2``, ``eps``)
+    go into it per member, ``optimizer_defaults`` fixes the ones not searched.
+    """
+
+    optimizer: ClassVar[str] = "sgd"
+    optimizer_defaults: ClassVar[Mapping[str, float]] = {}
+    nesterov: ClassVar[bool] = False
+    batch_size: ClassVar[int] = 32
+
+    # -- what the user writes -------------------------------------------------------
+    def build(self, hparams: Mapping[str, Any]) -> nn.Module:
+        raise NotImplementedError
+
+    def train_data(self) -> tuple[torch.Tensor, ...]:
+        """Tensors whose first dimension indexes examples (e.g. ``(x, y)``)."""
+        raise NotImplementedError
+
+    def loss(self, model: Callable[..., Any], batch: tuple[torch.Tensor, ...],
+             hparams: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def score(self, model: Callable[..., Any], hparams: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- the ordinary member path (every backend but "vectorized") -------------------
+    def setup(self, hparams: Mapping[str, Any]) -> None:
+        self.model = self.build(hparams).to(self.device)
+        self.data = tuple(t.to(self.device) for t in self.train_data())
+        settings = optimizer_settings(type(self), hparams)
+        params = self.model.parameters()
+        if self.optimizer == "sgd":
+            self.torch_optimizer: torch.optim.Optimizer = torch.optim.SGD(
+                params, lr=settings["lr"], momentum=settings["momentum"],
+                weight_decay=settings["weight_decay"], nesterov=self.nesterov)
+        else:
+            cls = torch.optim.Adam if self.optimizer == "adam" else torch.optim.AdamW
+            self.torch_optimizer = cls(params, lr=settings["lr"],
+                                       betas=(settings["beta1"], settings["beta2"]),
+                                       eps=settings["eps"], weight_decay=settings["weight_decay"])
+        self.hparams = dict(hparams)
+
+    def apply_hparams(self, hparams: Mapping[str, Any]) -> None:
+        super().apply_hparams(hparams)
+        s = optimizer_settings(type(self), hparams)
+        for group in self.torch_optimizer.param_groups:
+            if self.optimizer == "sgd":
+                group.update(lr=s["lr"], momentum=s["momentum"], weight_decay=s["weight_decay"])
+            else:
+                group.update(lr=s["lr"], betas=(s["beta1"], s["beta2"]), eps=s["eps"],
+                             weight_decay=s["weight_decay"])
+
+    def train(self, steps: int) -> float | None:
+        gen = member_generator(self.device)
+        hp = hparam_tensors(self.hparams, self.device)
+        size = member_batch_size(type(self), self.hparams)
+        loss = None
+        for _ in range(steps):
+            rows = torch.randint(len(self.data[0]), (size,), generator=gen, device=self.device)
+            out = self.loss(self.model, tuple(t[rows] for t in self.data), hp)
+            loss = out.mean() if out.ndim else out
+            self.torch_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.torch_optimizer.step()
+        return None if loss is None else float(loss.detach())
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        self.model.eval()
+        try:
+            return float(self.score(self.model, hparam_tensors(self.hparams, self.device)))
+        finally:
+            self.model.train()
+
+    def state_dict(self) -> dict[str, Any]:
+        slots = OPTIMIZER_STATE[self.optimizer]
+        state: dict[str, dict[str, torch.Tensor]] = {}
+        for n, p in self.model.named_parameters():
+            st = self.torch_optimizer.state.get(p, {})
+            state[n] = {k: _as_tensor(st[k], p) if k in st else _empty(k, p) for k in slots}
+        return {"model": self.model.state_dict(), "optimizer": state, "extra": {}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        opt_state = state["optimizer"]
+        for n, p in self.model.named_parameters():
+            self.torch_optimizer.state[p] = {
+                k: (v.clone().reshape(()).float() if k == "step" else v.clone().to(p.device))
+                for k, v in opt_state[n].items()}
+
+
+# optimizer state per parameter, in both paths' checkpoints (zeros mean "not stepped yet")
+OPTIMIZER_STATE = {"sgd": ("momentum_buffer",), "adam": ("step", "exp_avg", "exp_avg_sq"),
+                   "adamw": ("step", "exp_avg", "exp_avg_sq")}
+
+
+def _empty(key: str, p: torch.Tensor) -> torch.Tensor:
+    return torch.zeros((), dtype=p.dtype) if key == "step" else torch.zeros_like(p.detach())
+
+
+def _as_tensor(value: Any, p: torch.Tensor) -> torch.Tensor:
+    t = torch.as_tensor(value)
+    return t.detach().clone().to(p.dtype).cpu() if t.ndim == 0 else t.detach().clone()
+
+
+def optimizer_settings(cls: type[VectorMember], hparams: Mapping[str, Any]) -> dict[str, float]:
+    """The optimizer's value of each of its settings: the hparam, else the class default."""
+    names = OPTIMIZER_HPARAMS[cls.optimizer]
+    return {n: float(hparams[n]) if n in hparams else float(cls.optimizer_defaults.get(
+        n, _DEFAULTS[n])) for n in names}
+
+
+def member_batch_size(cls: type[VectorMember], hparams: Mapping[str, Any]) -> int:
+    return int(hparams.get("batch_size", cls.batch_size))
+
+
+def hparam_tensors(hparams: Mapping[str, Any], device: str | torch.device) -> dict[str, torch.Tensor]:
+    """Numeric hparams as 0-d float tensors, what ``loss``/``score`` receive."""
+    return {k: torch.tensor(float(v), device=device) for k, v in hparams.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def member_generator(device: str | torch.device) -> torch.Generator:
+    """The interval's batch sampler, seeded from the interval's seed (the global RNG the
+    backend seeded), so both paths draw the same rows for a member."""
+    seed = int(torch.randint(2**62, (1,)).item())
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+USER_METHODS = ("build", "train_data", "loss", "score")
+
+
+def check_vector_member(cls: type) -> None:
+    """A VectorMember subclass must fill in its four methods; say which are missing."""
+    missing = [n for n in USER_METHODS if getattr(cls, n) is getattr(VectorMember, n)]
+    if missing:
+        raise TypeError(f"{cls.__name__} does not implement {', '.join(missing)}; a "
+                        f"VectorMember needs {', '.join(USER_METHODS)}.")
+    if cls.optimizer not in OPTIMIZERS:
+        raise ValueError(f"{cls.__name__}.optimizer = {cls.optimizer!r}: use one of "
+                         f"{', '.join(map(repr, OPTIMIZERS))}.")
