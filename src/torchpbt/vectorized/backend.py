@@ -11,6 +11,7 @@ The controller then decides on the outcomes one by one, as with the serial backe
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -20,9 +21,11 @@ from torch.func import functional_call, vmap
 from ..backends.base import Backend
 from ..backends.worker import Outcome, Task, seed_everything
 from ..checkpoints import CheckpointDir, CheckpointError
+from ..member import is_bad_loss
 from .member import (
     OPTIMIZER_STATE,
     VectorMember,
+    empty_state,
     hparam_tensors,
     member_batch_size,
     member_generator,
@@ -48,6 +51,7 @@ class VectorizedBackend(Backend):
         self.buffers: dict[str, torch.Tensor] = {}
         self.opt_state: dict[str, dict[str, torch.Tensor]] = {}
         self.worker = f"vectorized:{device}"
+        self._cached_data: tuple[torch.Tensor, ...] | None = None  # train_data(), read once
 
     @property
     def pending(self) -> int:
@@ -73,7 +77,7 @@ class VectorizedBackend(Backend):
         out = []
         for i, t in enumerate(group):
             loss, score = losses[i], scores[i]
-            if not (torch.isfinite(torch.tensor(loss)) and torch.isfinite(torch.tensor(score))):
+            if is_bad_loss(loss) or not math.isfinite(score):
                 self.key[self.slot[t.member_id]] = None  # its weights are not trustworthy
                 out.append(Outcome(t.member_id, t.start_step, t.start_step + steps, score, loss,
                                    None, 0, dt, self.worker,
@@ -102,9 +106,7 @@ class VectorizedBackend(Backend):
         seed_everything(task.seed)
         module = self.recipe.build(task.hparams).to(self.device)
         return {"model": module.state_dict(),
-                "optimizer": {n: {k: torch.zeros((), dtype=p.dtype) if k == "step"
-                                  else torch.zeros_like(p.detach()) for k in
-                                  OPTIMIZER_STATE[self.cls.optimizer]}
+                "optimizer": {n: {k: empty_state(k, p) for k in OPTIMIZER_STATE[self.cls.optimizer]}
                               for n, p in module.named_parameters()}}
 
     def _start(self, group: list[Task]) -> None:
@@ -158,8 +160,8 @@ class VectorizedBackend(Backend):
         opt = self._optimizer(params, group)
         opt.state = {n: {k: v if whole else v[idx].clone() for k, v in st.items()}
                      for n, st in self.opt_state.items()}
-        hp = {k: torch.stack([hparam_tensors(t.hparams, self.device)[k] for t in group])
-              for k in hparam_tensors(group[0].hparams, self.device)}
+        per_task = [hparam_tensors(t.hparams, self.device) for t in group]
+        hp = {k: torch.stack([h[k] for h in per_task]) for k in per_task[0]}
         gens = []
         for t in group:  # the same sampler each member has on the ordinary path
             seed_everything(t.seed)
@@ -172,15 +174,14 @@ class VectorizedBackend(Backend):
         base, recipe, data = self._structure, self.recipe, self._data()
         n = len(data[0])
 
+        def bind(p: Any, b: Any) -> Any:  # one member's slice, called like its module
+            return lambda *args: functional_call(base, (p, b), args)
+
         def one_loss(p: Any, b: Any, batch: Any, h: Any) -> torch.Tensor:
-            def model(*args: Any) -> Any:
-                return functional_call(base, (p, b), args)
-            return recipe.loss(model, batch, h)
+            return recipe.loss(bind(p, b), batch, h)
 
         def one_score(p: Any, b: Any, h: Any) -> torch.Tensor:
-            def model(*args: Any) -> Any:
-                return functional_call(base, (p, b), args)
-            return recipe.score(model, h)
+            return recipe.score(bind(p, b), h)
 
         loss_fn = vmap(one_loss, randomness="different")
         base.train()
@@ -220,7 +221,7 @@ class VectorizedBackend(Backend):
         return [float(x) for x in last], [float(x) for x in scores.reshape(-1)]
 
     def _data(self) -> tuple[torch.Tensor, ...]:
-        if not hasattr(self, "_cached_data"):
+        if self._cached_data is None:
             self._cached_data = tuple(t.to(self.device) for t in self.recipe.train_data())
         return self._cached_data
 

@@ -116,7 +116,7 @@ class VectorMember(Member):
         state: dict[str, dict[str, torch.Tensor]] = {}
         for n, p in self.model.named_parameters():
             st = self.torch_optimizer.state.get(p, {})
-            state[n] = {k: _as_tensor(st[k], p) if k in st else _empty(k, p) for k in slots}
+            state[n] = {k: _as_tensor(st[k], p) if k in st else empty_state(k, p) for k in slots}
         return {"model": self.model.state_dict(), "optimizer": state, "extra": {}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -133,7 +133,8 @@ OPTIMIZER_STATE = {"sgd": ("momentum_buffer",), "adam": ("step", "exp_avg", "exp
                    "adamw": ("step", "exp_avg", "exp_avg_sq")}
 
 
-def _empty(key: str, p: torch.Tensor) -> torch.Tensor:
+def empty_state(key: str, p: torch.Tensor) -> torch.Tensor:
+    """One optimizer state entry of a parameter that has not been stepped yet."""
     return torch.zeros((), dtype=p.dtype) if key == "step" else torch.zeros_like(p.detach())
 
 
