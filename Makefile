@@ -50,6 +50,7 @@ bench: $(BENCH_STAMP)
 	$(PY) benchmarks/rl_cartpole.py
 	$(PY) benchmarks/translation_bleu.py
 	$(PY) benchmarks/gan.py
+	$(PY) benchmarks/vectorized.py
 	$(PY) benchmarks/make_table.py
 
 bench-quick: $(BENCH_STAMP)
@@ -69,6 +70,7 @@ bench-quick: $(BENCH_STAMP)
 	$(PY) benchmarks/rl_cartpole.py --quick
 	$(PY) benchmarks/translation_bleu.py --quick
 	$(PY) benchmarks/gan.py --quick
+	$(PY) benchmarks/vectorized.py --quick
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

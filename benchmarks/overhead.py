@@ -47,7 +47,6 @@ def plain_pytorch(hparams: list[dict], steps: int, ready_every: int, seed: int) 
     for i, hp in enumerate(hparams):
         torch.manual_seed(seed * 1000 + i)
         model = MLP()
-        model.dropout.p = hp["dropout"]
         opt = torch.optim.SGD(model.parameters(), lr=hp["lr"], momentum=hp["momentum"],
                               weight_decay=hp["weight_decay"])
         done = 0
@@ -56,7 +55,7 @@ def plain_pytorch(hparams: list[dict], steps: int, ready_every: int, seed: int) 
             model.train()
             for _ in range(n):
                 idx = torch.randint(len(y), (hp["batch_size"],))
-                loss = F.cross_entropy(model(x[idx]), y[idx])
+                loss = F.cross_entropy(model(x[idx], hp["dropout"]), y[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -8,12 +8,14 @@ test accuracy is reported at the end.
 
     python examples/mnist.py                    # the demo (make demo)
     python examples/mnist.py --population 4 --steps 200 --workers 1
+    python examples/mnist.py --backend vectorized   # the population as one batched model
     torchpbt run examples/mnist.py -- --steps 500
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -40,43 +42,46 @@ class MLP(nn.Module):
     def __init__(self, hidden: int = 128) -> None:
         super().__init__()
         self.fc1, self.fc2 = nn.Linear(784, hidden), nn.Linear(hidden, 10)
-        self.dropout = nn.Dropout(0.0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.dropout(F.relu(self.fc1(x))))
+    def forward(self, x: torch.Tensor, dropout: float | torch.Tensor = 0.0) -> torch.Tensor:
+        h = F.relu(self.fc1(x))
+        if self.training:  # inverted dropout written out, so each member can have its own rate
+            h = h * (torch.rand_like(h) >= dropout) / (1 - dropout)
+        return self.fc2(h)
 
 
-class MnistMember(pbt.TorchMember):
-    """lr, momentum and weight_decay go into the optimizer automatically (same names)."""
+class MnistMember(pbt.VectorMember):
+    """One member's model, loss and score; the same class runs on every backend.
 
-    def setup(self, hparams):
-        self.data = {k: (x.to(self.device), y.to(self.device)) for k, (x, y) in mnist_splits().items()}
-        self.model = MLP().to(self.device)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=hparams["lr"])
+    lr, momentum and weight_decay go into the SGD optimizer per member (same names);
+    ``dropout`` and ``batch_size`` are read by the loss and the batch sampler.
+    """
 
-    def apply_hparams(self, hparams):
-        super().apply_hparams(hparams)  # optimizer param_groups
-        self.model.dropout.p = hparams["dropout"]
+    optimizer = "sgd"
 
-    def train(self, steps):
-        x, y = self.data["train"]
-        self.model.train()
-        for _ in range(steps):
-            idx = torch.randint(len(y), (self.hparams["batch_size"],))
-            loss = self.knowledge_loss(self.model(x[idx]), y[idx], idx)  # = cross-entropy
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-        return loss.item()
+    @functools.cached_property
+    def splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        return {k: (x.to(self.device), y.to(self.device)) for k, (x, y) in mnist_splits().items()}
+
+    def build(self, hparams):
+        return MLP()
+
+    def train_data(self):
+        return self.splits["train"]
+
+    def loss(self, model, batch, hparams):
+        x, y = batch  # one loss per row: members' batch sizes differ
+        return F.cross_entropy(model(x, hparams["dropout"]), y, reduction="none")
+
+    def score(self, model, hparams):
+        x, y = self.splits["val"]
+        return (model(x).argmax(1) == y).float().mean()
 
     @torch.no_grad()
     def accuracy(self, split: str) -> float:
-        x, y = self.data[split]
+        x, y = self.splits[split]
         self.model.eval()
         return (self.model(x).argmax(1) == y).float().mean().item()
-
-    def evaluate(self):
-        return self.accuracy("val")
 
 
 def test_accuracy(result: pbt.Result, member_id: int | None = None) -> float:
@@ -91,6 +96,10 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=2000, help="steps per member")
     p.add_argument("--ready-every", type=int, default=100)
     p.add_argument("--workers", type=int, default=None, help="default: number of cores")
+    p.add_argument("--backend", default=None, choices=("serial", "local", "vectorized"),
+                   help="default: local with several workers; 'vectorized' trains the whole "
+                        "population as one batched model")
+    p.add_argument("--device", default="cpu", help="'cpu', 'cuda:0', ... or 'auto'")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-dir", default=None, help="default: runs/mnistmember-<time>")
     p.add_argument("--quiet", action="store_true")
@@ -98,6 +107,7 @@ def main(argv=None):
     result = pbt.run(
         MnistMember, SPACE, population=a.population, steps=a.steps, ready_every=a.ready_every,
         exploit=pbt.Truncation(0.25), explore=pbt.Perturb(), workers=a.workers, seed=a.seed,
+        backend=a.backend, devices=a.device,
         run_dir=a.run_dir, progress=not a.quiet,
     )
     print(f"best member {result.best_member_id}: validation accuracy {result.best_score:.4f}, "

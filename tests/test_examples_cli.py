@@ -120,6 +120,25 @@ def test_mnist_example_runs_as_a_file_with_local_workers(tmp_path):
     assert r.member_steps == sum(iv["end_step"] - iv["start_step"] for iv in r.intervals) <= 240
 
 
+def test_mnist_example_runs_vectorized_as_a_file_and_through_the_cli(tmp_path):
+    p = _py(str(EXAMPLES / "mnist.py"), "--population", "4", "--steps", "60", "--ready-every",
+            "20", "--backend", "vectorized", "--quiet", "--run-dir", str(tmp_path / "mv"),
+            cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "test accuracy" in p.stdout
+    r = pbt.load(tmp_path / "mv")
+    assert r.run["config"]["backend"] == "vectorized" and r.best_score > 0.3
+    assert {iv["worker"] for iv in r.intervals} == {"vectorized:cpu"}
+    chains_are_complete(r, 60)
+    assert r.member_steps == 240
+    cli = [sys.executable, "-m", "torchpbt.cli", "run", "--backend", "vectorized",
+           str(EXAMPLES / "mnist.py"), "--", "--population", "2", "--steps", "20",
+           "--ready-every", "10", "--quiet", "--run-dir", str(tmp_path / "cli")]
+    q = subprocess.run(cli, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert q.returncode == 0, q.stderr
+    assert pbt.load(tmp_path / "cli").run["config"]["backend"] == "vectorized"
+
+
 def test_cli_runs_an_example_then_status_and_export(tmp_path):
     cli = [sys.executable, "-m", "torchpbt.cli"]
     run_dir = tmp_path / "toy"

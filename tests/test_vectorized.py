@@ -75,12 +75,15 @@ def _check(ref, vec):
 
 
 @pytest.mark.parametrize("nesterov", [False, True])
-def test_sgd_members_match_torch_sgd_one_by_one(nesterov):
+@pytest.mark.parametrize("momentum", [HP["momentum"], [0.3, 0.5, 0.9, 0.99]],
+                         ids=["one-without-momentum", "all-with-momentum"])
+def test_sgd_members_match_torch_sgd_one_by_one(nesterov, momentum):
+    hp = {**HP, "momentum": momentum}  # the two update paths: with and without a still member
     ref = one_by_one(lambda m, i: torch.optim.SGD(
-        m.parameters(), lr=HP["lr"][i], momentum=HP["momentum"][i],
-        weight_decay=HP["weight_decay"][i], nesterov=nesterov and HP["momentum"][i] > 0))
+        m.parameters(), lr=hp["lr"][i], momentum=hp["momentum"][i],
+        weight_decay=hp["weight_decay"][i], nesterov=nesterov and hp["momentum"][i] > 0))
     # torch refuses nesterov with momentum 0; the vectorized rule is the same there
-    vec = stacked(lambda p: VectorSGD(p, **HP, nesterov=nesterov))
+    vec = stacked(lambda p: VectorSGD(p, **hp, nesterov=nesterov))
     _check(ref, vec)
 
 

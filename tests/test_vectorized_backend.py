@@ -134,3 +134,37 @@ def test_a_scalar_loss_with_different_batch_sizes_fails_loudly(tmp_path):
                                          None, i))
     with pytest.raises(ValueError, match="one loss per batch row"):
         backend.wait()
+
+
+CRASH_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+import torchpbt as pbt
+from test_vectorized_backend import SPACE, Blobs
+pbt.run(Blobs, SPACE, population=4, steps=30, ready_every=10, seed=3,
+        exploit=pbt.Truncation(0.25), backend="vectorized", run_dir={run_dir!r}, progress=False)
+"""
+
+
+@pytest.mark.parametrize("point", ["checkpoint_write:6", "store_commit:3", "after_commit:2"])
+def test_sigkill_then_resume_equals_the_uninterrupted_vectorized_run(tmp_path, point):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from test_resume import _log
+
+    reference = _run(tmp_path, "ref", "vectorized")
+    run_dir = tmp_path / "crashed"
+    code = CRASH_SCRIPT.format(tests=str(Path(__file__).parent), run_dir=str(run_dir))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "TORCHPBT_CRASH_AT": point}, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    before = len(pbt.load(run_dir).intervals)
+    resumed = pbt.resume(run_dir, member=Blobs, progress=False)
+    assert resumed.run["status"] == "done" and len(resumed.intervals) > before
+    # slots are rebuilt from checkpoint files: the same weights, the same decisions
+    assert _log(resumed) == _log(reference)
+    chains_are_complete(resumed, 30)

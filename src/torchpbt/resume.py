@@ -19,7 +19,7 @@ from .display import print_summary
 from .distill import KnowledgeSharing
 from .member import check_member_class
 from .result import Result, find_run_of, open_run_store
-from .runner import add_listeners, execute, run_lock
+from .runner import add_listeners, check_vectorized, execute, run_lock
 from .scheduler import PBTConfig, make_scheduler
 from .space import Space
 from .specs import from_spec
@@ -80,6 +80,9 @@ def resume(
         scheduler = make_scheduler(cfg["sync"], space, config, exploit, explore, seed=cfg["seed"])
         backend = check_backend(backend or cfg["backend"])
         n_workers = workers or (cfg["workers"] if backend == cfg["backend"] else default_workers())
+        if backend == "vectorized":  # also when a run of another backend resumes on it
+            check_vectorized(member, space, exploit, options)
+            n_workers = cfg["population"]
         device_list = resolve_devices(devices if devices is not None else cfg["devices"])
         with run_lock(run_path):
             controller = Controller(

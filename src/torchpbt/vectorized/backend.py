@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ from ..member import is_bad_loss
 from .member import (
     OPTIMIZER_STATE,
     VectorMember,
+    batch_rows,
     empty_state,
     hparam_tensors,
     member_batch_size,
@@ -152,8 +154,9 @@ class VectorizedBackend(Backend):
 
     # -- one batched interval ------------------------------------------------------------
     def _train(self, group: list[Task], steps: int) -> tuple[list[float], list[float]]:
-        idx = torch.tensor([self.slot[t.member_id] for t in group], device=self.device)
-        whole = len(group) == self.size and bool((idx == torch.arange(self.size)).all())
+        slots = [self.slot[t.member_id] for t in group]
+        idx = torch.tensor(slots, device=self.device)
+        whole = slots == list(range(self.size))
         params = {k: (v if whole else v[idx]).detach().requires_grad_(True)
                   for k, v in self.params.items()}
         buffers = {k: v if whole else v[idx].clone() for k, v in self.buffers.items()}
@@ -186,17 +189,15 @@ class VectorizedBackend(Backend):
         loss_fn = vmap(one_loss, randomness="different")
         base.train()
         last = torch.full((len(group),), float("nan"))
-        for _ in range(steps):
-            rows = torch.stack([torch.nn.functional.pad(
-                torch.randint(n, (sz,), generator=g, device=self.device), (0, width - sz))
-                for g, sz in zip(gens, sizes, strict=True)])
+        for rows in _padded_rows(gens, sizes, n, steps):
             out = loss_fn(params, buffers, tuple(d[rows] for d in data), hp)
             if out.ndim == 2:
                 per = (out * mask).sum(1) / mask.sum(1)
             elif len(set(sizes)) > 1:
-                raise ValueError(f"{self.cls.__name__}.loss returned one number per member but "
-                                 "members' batch sizes differ; return one loss per batch row "
-                                 "(e.g. reduction='none') so padded rows can be masked out.")
+                raise ValueError(
+                    f"{self.cls.__name__}.loss returned one number per member but members' "
+                    "batch sizes differ; return one loss per batch row (e.g. "
+                    "reduction='none') so padded rows can be masked out.")
             else:
                 per = out
             opt.zero_grad()
@@ -231,3 +232,14 @@ class VectorizedBackend(Backend):
         if self.cls.optimizer == "sgd":
             return VectorSGD(params, nesterov=self.cls.nesterov, **per)
         return VectorAdam(params, decoupled=self.cls.optimizer == "adamw", **per)
+
+
+def _padded_rows(gens: list[torch.Generator], sizes: list[int], n: int,
+                 steps: int) -> Iterator[torch.Tensor]:
+    """Each step's batch rows of every member, ``(P, largest batch)``: member i's rows
+    are those its ordinary path draws, padded with row 0 (masked out of the loss)."""
+    width = max(sizes)
+    draws = [batch_rows(g, n, sz, steps) for g, sz in zip(gens, sizes, strict=True)]
+    for chunk in zip(*draws, strict=True):  # (k, size) per member: k steps at a time
+        rows = torch.stack([torch.nn.functional.pad(c, (0, width - c.shape[1])) for c in chunk])
+        yield from rows.unbind(1)

@@ -11,7 +11,7 @@ checkpoint format, so a vectorized member resumes or replays on the serial path.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -66,23 +66,37 @@ class VectorMember(Member):
     def setup(self, hparams: Mapping[str, Any]) -> None:
         self.model = self.build(hparams).to(self.device)
         self.data = tuple(t.to(self.device) for t in self.train_data())
-        settings = optimizer_settings(type(self), hparams)
-        params = self.model.parameters()
-        if self.optimizer == "sgd":
-            self.torch_optimizer: torch.optim.Optimizer = torch.optim.SGD(
-                params, lr=settings["lr"], momentum=settings["momentum"],
-                weight_decay=settings["weight_decay"], nesterov=self.nesterov)
-        else:
-            cls = torch.optim.Adam if self.optimizer == "adam" else torch.optim.AdamW
-            self.torch_optimizer = cls(params, lr=settings["lr"],
-                                       betas=(settings["beta1"], settings["beta2"]),
-                                       eps=settings["eps"], weight_decay=settings["weight_decay"])
         self.hparams = dict(hparams)
+        # built on first use: torch.optim's first construction imports torch._dynamo (about
+        # a second), which a run on the vectorized backend (own optimizers) never needs
+        self._torch_optimizer: torch.optim.Optimizer | None = None
+        self._pending_state: Mapping[str, Any] | None = None
+
+    @property
+    def torch_optimizer(self) -> torch.optim.Optimizer:
+        if self._torch_optimizer is None:
+            s = optimizer_settings(type(self), self.hparams)
+            params = self.model.parameters()
+            if self.optimizer == "sgd":
+                opt: torch.optim.Optimizer = torch.optim.SGD(
+                    params, lr=s["lr"], momentum=s["momentum"], weight_decay=s["weight_decay"],
+                    nesterov=self.nesterov)
+            else:
+                cls = torch.optim.Adam if self.optimizer == "adam" else torch.optim.AdamW
+                opt = cls(params, lr=s["lr"], betas=(s["beta1"], s["beta2"]), eps=s["eps"],
+                          weight_decay=s["weight_decay"])
+            self._torch_optimizer = opt
+            if self._pending_state is not None:
+                self._load_optimizer_state(self._pending_state)
+                self._pending_state = None
+        return self._torch_optimizer
 
     def apply_hparams(self, hparams: Mapping[str, Any]) -> None:
         super().apply_hparams(hparams)
+        if self._torch_optimizer is None:
+            return  # it is built from self.hparams
         s = optimizer_settings(type(self), hparams)
-        for group in self.torch_optimizer.param_groups:
+        for group in self._torch_optimizer.param_groups:
             if self.optimizer == "sgd":
                 group.update(lr=s["lr"], momentum=s["momentum"], weight_decay=s["weight_decay"])
             else:
@@ -93,14 +107,14 @@ class VectorMember(Member):
         gen = member_generator(self.device)
         hp = hparam_tensors(self.hparams, self.device)
         size = member_batch_size(type(self), self.hparams)
-        loss = None
-        for _ in range(steps):
-            rows = torch.randint(len(self.data[0]), (size,), generator=gen, device=self.device)
-            out = self.loss(self.model, tuple(t[rows] for t in self.data), hp)
-            loss = out.mean() if out.ndim else out
-            self.torch_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.torch_optimizer.step()
+        loss, opt = None, self.torch_optimizer
+        for chunk in batch_rows(gen, len(self.data[0]), size, steps):
+            for rows in chunk:
+                out = self.loss(self.model, tuple(t[rows] for t in self.data), hp)
+                loss = out.mean() if out.ndim else out
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
         return None if loss is None else float(loss.detach())
 
     @torch.no_grad()
@@ -112,16 +126,26 @@ class VectorMember(Member):
             self.model.train()
 
     def state_dict(self) -> dict[str, Any]:
-        slots = OPTIMIZER_STATE[self.optimizer]
-        state: dict[str, dict[str, torch.Tensor]] = {}
-        for n, p in self.model.named_parameters():
-            st = self.torch_optimizer.state.get(p, {})
-            state[n] = {k: _as_tensor(st[k], p) if k in st else empty_state(k, p) for k in slots}
-        return {"model": self.model.state_dict(), "optimizer": state, "extra": {}}
+        if self._torch_optimizer is None and self._pending_state is not None:
+            opt_state = {n: {k: v.clone() for k, v in st.items()}
+                         for n, st in self._pending_state.items()}
+        else:
+            live = {} if self._torch_optimizer is None else self._torch_optimizer.state
+            opt_state = {}
+            for n, p in self.model.named_parameters():
+                st = live.get(p, {})
+                opt_state[n] = {k: _as_tensor(st[k], p) if k in st else empty_state(k, p)
+                                for k in OPTIMIZER_STATE[self.optimizer]}
+        return {"model": self.model.state_dict(), "optimizer": opt_state, "extra": {}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
-        opt_state = state["optimizer"]
+        if self._torch_optimizer is None:
+            self._pending_state = state["optimizer"]
+        else:
+            self._load_optimizer_state(state["optimizer"])
+
+    def _load_optimizer_state(self, opt_state: Mapping[str, Any]) -> None:
         for n, p in self.model.named_parameters():
             self.torch_optimizer.state[p] = {
                 k: (v.clone().reshape(()).float() if k == "step" else v.clone().to(p.device))
@@ -165,6 +189,17 @@ def member_generator(device: str | torch.device) -> torch.Generator:
     backend seeded), so both paths draw the same rows for a member."""
     seed = int(torch.randint(2**62, (1,)).item())
     return torch.Generator(device=device).manual_seed(seed)
+
+
+ROWS_PER_DRAW = 64  # steps whose batch rows are drawn in one call (bounded memory)
+
+
+def batch_rows(gen: torch.Generator, n: int, size: int, steps: int) -> Iterator[torch.Tensor]:
+    """An interval's batch rows, ``(k, size)`` per chunk of up to ``ROWS_PER_DRAW`` steps:
+    one draw per chunk instead of one per step, in the same order on both paths."""
+    for start in range(0, steps, ROWS_PER_DRAW):
+        yield torch.randint(n, (min(ROWS_PER_DRAW, steps - start), size), generator=gen,
+                            device=gen.device)
 
 
 USER_METHODS = ("build", "train_data", "loss", "score")

@@ -78,22 +78,32 @@ class VectorSGD(_VectorOptimizer):
         super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
         self.nesterov = nesterov
 
+    def set_hparams(self, **values: float | Sequence[float] | torch.Tensor) -> None:
+        super().set_hparams(**values)
+        # read once per change, not per step (on a GPU every read waits for the device)
+        self._any_still = bool((self.hparams["momentum"] == 0).any())
+
     @torch.no_grad()
     def step(self) -> None:
+        # in place on the gradient (zero_grad drops it): these tensors are P members large
+        any_still = self._any_still
         for k, p in self.params.items():
             if p.grad is None:
                 continue
-            g = p.grad + self._b("weight_decay", p) * p
+            g = p.grad.addcmul_(self._b("weight_decay", p), p)
             mom = self._b("momentum", p)
             st = self.state[k]
             # a zero buffer is torch's "no buffer yet" (its first buffer is the gradient),
-            # so fresh and trained members can share a batch; members with momentum 0 keep
-            # their buffer untouched, as torch's SGD does
+            # so fresh and trained members can share a batch
             buf = st.setdefault("momentum_buffer", torch.zeros_like(p))
-            buf.copy_(torch.where(mom == 0, buf, mom * buf + g))
-            # members with momentum 0 step on the plain gradient, as torch's SGD does
-            d = g + mom * buf if self.nesterov else torch.where(mom == 0, g, buf)
-            p.sub_(self._b("lr", p) * d)
+            if any_still:  # members with momentum 0 keep their buffer and step on the
+                # plain gradient, as torch's SGD does
+                buf.copy_(torch.where(mom == 0, buf, mom * buf + g))
+                d = g + mom * buf if self.nesterov else torch.where(mom == 0, g, buf)
+            else:
+                buf.mul_(mom).add_(g)
+                d = g.addcmul_(mom, buf) if self.nesterov else buf
+            p.addcmul_(self._b("lr", p), d, value=-1)
 
 
 class VectorAdam(_VectorOptimizer):
@@ -124,10 +134,10 @@ class VectorAdam(_VectorOptimizer):
             if self.decoupled:
                 p.mul_(1 - lr * wd)
             else:
-                g = g + wd * p
+                g = g.addcmul_(wd, p)  # in place: zero_grad drops the gradient
             st["step"] += 1
             t = st["step"].view(-1, *([1] * (p.ndim - 1)))
-            st["exp_avg"].mul_(b1).add_((1 - b1) * g)
-            st["exp_avg_sq"].mul_(b2).add_((1 - b2) * g * g)
-            denom = (st["exp_avg_sq"] / (1 - b2 ** t)).sqrt() + eps
-            p.sub_(lr / (1 - b1 ** t) * st["exp_avg"] / denom)
+            st["exp_avg"].mul_(b1).addcmul_(1 - b1, g)
+            st["exp_avg_sq"].mul_(b2).addcmul_(g * (1 - b2), g)
+            denom = (st["exp_avg_sq"] / (1 - b2 ** t)).sqrt_().add_(eps)
+            p.addcdiv_(st["exp_avg"] * (lr / (1 - b1 ** t)), denom, value=-1)
