@@ -145,3 +145,39 @@ def test_bad_input_is_named():
         VectorSGD(stack.params, lr=0.1).set_hparams(beta1=0.9)
     with pytest.raises(ValueError, match="modules of one class"):
         StackedModules([nn.Linear(2, 2), nn.Conv1d(2, 2, 1)])
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_the_fast_cross_entropy_equals_torchs_under_vmap(reduction, label_smoothing,
+                                                         monkeypatch):
+    from torch.func import vmap
+
+    from torchpbt.vectorized import fast_ops
+    from torchpbt.vectorized.fast_ops import FastOps
+
+    calls = []
+    real = fast_ops.cross_entropy
+    monkeypatch.setattr(fast_ops, "cross_entropy", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 6, 3, generator=g)
+    y = torch.randint(3, (4, 6), generator=g)
+    y[0, 2] = -100  # ignored rows count as torch counts them
+
+    def loss(a, b):
+        return nn.functional.cross_entropy(a, b, reduction=reduction,
+                                           label_smoothing=label_smoothing)
+
+    ref = vmap(loss)(x, y)
+    with FastOps():
+        got = vmap(loss)(x, y)
+    torch.testing.assert_close(got, ref)
+    assert calls, "the stand-in was not used"
+    calls.clear()
+    weights = torch.rand(3, generator=g)  # a call it does not cover passes through unchanged
+    with FastOps():
+        out = nn.functional.cross_entropy(x[0], y[0], weight=weights, reduction=reduction)
+    torch.testing.assert_close(out, nn.functional.cross_entropy(x[0], y[0], weight=weights,
+                                                                reduction=reduction))
+    assert not calls

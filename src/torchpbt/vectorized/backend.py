@@ -23,6 +23,7 @@ from ..backends.base import Backend
 from ..backends.worker import Outcome, Task, seed_everything
 from ..checkpoints import CheckpointDir, CheckpointError
 from ..member import is_bad_loss
+from .fast_ops import FastOps
 from .member import (
     OPTIMIZER_STATE,
     VectorMember,
@@ -181,10 +182,12 @@ class VectorizedBackend(Backend):
             return lambda *args: functional_call(base, (p, b), args)
 
         def one_loss(p: Any, b: Any, batch: Any, h: Any) -> torch.Tensor:
-            return recipe.loss(bind(p, b), batch, h)
+            with FastOps():
+                return recipe.loss(bind(p, b), batch, h)
 
         def one_score(p: Any, b: Any, h: Any) -> torch.Tensor:
-            return recipe.score(bind(p, b), h)
+            with FastOps():
+                return recipe.score(bind(p, b), h)
 
         loss_fn = vmap(one_loss, randomness="different")
         base.train()

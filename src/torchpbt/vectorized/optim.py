@@ -95,7 +95,9 @@ class VectorSGD(_VectorOptimizer):
             st = self.state[k]
             # a zero buffer is torch's "no buffer yet" (its first buffer is the gradient),
             # so fresh and trained members can share a batch
-            buf = st.setdefault("momentum_buffer", torch.zeros_like(p))
+            buf = st.get("momentum_buffer")
+            if buf is None:
+                buf = st["momentum_buffer"] = torch.zeros_like(p)
             if any_still:  # members with momentum 0 keep their buffer and step on the
                 # plain gradient, as torch's SGD does
                 buf.copy_(torch.where(mom == 0, buf, mom * buf + g))
