@@ -142,29 +142,48 @@ sys.path.insert(0, {tests!r})
 import torchpbt as pbt
 from test_vectorized_backend import SPACE, Blobs
 pbt.run(Blobs, SPACE, population=4, steps=30, ready_every=10, seed=3,
-        exploit=pbt.Truncation(0.25), backend="vectorized", run_dir={run_dir!r}, progress=False)
+        exploit=pbt.Truncation(0.25), backend={backend!r}, run_dir={run_dir!r}, progress=False)
 """
 
 
-@pytest.mark.parametrize("point", ["checkpoint_write:6", "store_commit:3", "after_commit:2"])
-def test_sigkill_then_resume_equals_the_uninterrupted_vectorized_run(tmp_path, point):
+def _crash(run_dir, point: str, backend: str = "vectorized") -> int:
+    """Run the reference configuration in a child that SIGKILLs itself at ``point``;
+    return the number of intervals it recorded."""
     import os
     import signal
     import subprocess
     import sys
     from pathlib import Path
 
+    code = CRASH_SCRIPT.format(tests=str(Path(__file__).parent), run_dir=str(run_dir),
+                               backend=backend)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "TORCHPBT_CRASH_AT": point}, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    return len(pbt.load(run_dir).intervals)
+
+
+@pytest.mark.parametrize("point", ["checkpoint_write:6", "store_commit:3", "after_commit:2"])
+def test_sigkill_then_resume_equals_the_uninterrupted_vectorized_run(tmp_path, point):
     from test_resume import _log
 
     reference = _run(tmp_path, "ref", "vectorized")
     run_dir = tmp_path / "crashed"
-    code = CRASH_SCRIPT.format(tests=str(Path(__file__).parent), run_dir=str(run_dir))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, "TORCHPBT_CRASH_AT": point}, timeout=300)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    before = len(pbt.load(run_dir).intervals)
+    before = _crash(run_dir, point)
     resumed = pbt.resume(run_dir, member=Blobs, progress=False)
     assert resumed.run["status"] == "done" and len(resumed.intervals) > before
     # slots are rebuilt from checkpoint files: the same weights, the same decisions
     assert _log(resumed) == _log(reference)
+    chains_are_complete(resumed, 30)
+
+
+@pytest.mark.parametrize("first, then", [("vectorized", "serial"), ("serial", "vectorized")])
+def test_a_crashed_run_resumes_on_the_other_backend(tmp_path, first, then):
+    run_dir = tmp_path / "crashed"
+    before = _crash(run_dir, "after_commit:2" if first == "vectorized" else "after_commit:5",
+                    first)
+    resumed = pbt.resume(run_dir, member=Blobs, backend=then, progress=False)
+    assert resumed.run["status"] == "done" and len(resumed.intervals) > before
+    workers = {iv["worker"].split(":")[0] for iv in resumed.intervals}
+    assert "vectorized" in workers and len(workers) == 2  # both backends trained part of it
     chains_are_complete(resumed, 30)
