@@ -20,6 +20,7 @@ started before an exploit) and carry the entropy bonus's exploration noise.
 
     python examples/cartpole.py                        # 8 members × 400 steps (~100k env steps)
     python examples/cartpole.py --population 4 --steps 100 --quiet
+    python examples/cartpole.py --backend vectorized   # the population as one batched model
     torchpbt run examples/cartpole.py -- --steps 200
 """
 
@@ -153,6 +154,85 @@ class CartPoleMember(pbt.TorchMember):
         return greedy_return(self.model)
 
 
+# -- the same agent for backend="vectorized": the population as one batched model -------
+VECTOR_SPACE = {k: v for k, v in SPACE.items() if k != "unroll"}  # unroll fixed: lockstep
+
+
+class CartPoleEnvs:
+    """One member's N_ENVS environments and where their episodes stand."""
+
+    def __init__(self) -> None:
+        self.envs = make_envs(N_ENVS)
+        obs, _ = self.envs.reset(seed=int(torch.randint(2**31, ()).item()))
+        self.obs = torch.as_tensor(obs)
+        self.was_done = torch.zeros(N_ENVS, dtype=torch.bool)
+
+
+class VectorCartPole(pbt.VectorMember):
+    """A2C as above with unroll 32 (one update per step); all members' policies act in
+    one batched forward pass, then one batched update."""
+
+    optimizer, optimizer_defaults, max_grad_norm = "adam", {"eps": 1e-5}, 0.5
+
+    def build(self, hparams):
+        torch.set_num_threads(1)
+        return ActorCritic()
+
+    def make_env(self):
+        return CartPoleEnvs()
+
+    def collect(self, policy, envs, hparams):
+        """MAX_UNROLL steps of every member's envs: tensors shaped (members, time, envs, ...)."""
+        steps = []
+        for _ in range(MAX_UNROLL):
+            obs = torch.stack([e.obs for e in envs])
+            p_right = policy(obs)[0].softmax(-1)[..., 1]
+            a = (torch.rand(p_right.shape) < p_right).long()
+            row = []
+            for e, act in zip(envs, a, strict=True):
+                nxt, r, te, tr, _ = e.envs.step(act.numpy())
+                te, d = torch.as_tensor(te), torch.as_tensor(te | tr)
+                row.append((e.obs, act, torch.as_tensor(r, dtype=torch.float32), te, d,
+                            ~e.was_done))
+                e.obs, e.was_done = torch.as_tensor(nxt), d
+            steps.append([torch.stack(x) for x in zip(*row, strict=True)])
+        obs, act, rew, term, done, valid = (torch.stack(x, 1) for x in zip(*steps, strict=True))
+        last = torch.stack([e.obs for e in envs])[:, None]
+        return torch.cat([obs, last], 1), act, rew, term, done, valid
+
+    def loss(self, model, batch, hparams):
+        obs, act, rew, term, done, valid = batch  # one member's: (time, envs, ...)
+        gamma = 1.0 - 1.0 / hparams["horizon"]
+        logits, values = model(obs.reshape(-1, 4))
+        logits, values = logits[:-N_ENVS], values.reshape(MAX_UNROLL + 1, N_ENVS)
+        adv, returns = CartPoleMember.gae(values.detach(), rew, term, done, valid, gamma)
+        logp = logits.log_softmax(-1)  # written out: torch.distributions does not vmap
+        policy = -logp.gather(-1, act.reshape(-1, 1)).squeeze(-1) * adv.reshape(-1)
+        value = 0.5 * (returns.reshape(-1) - values[:-1].reshape(-1)) ** 2
+        entropy = -(logp.exp() * logp).sum(-1)
+        mask = valid.reshape(-1).float()
+        return ((policy + value - hparams["entropy_cost"] * entropy) * mask).sum() / \
+            mask.sum().clamp(min=1.0)
+
+    @torch.no_grad()
+    def score_all(self, policy, hparams):
+        """greedy_return for every member at once: each member's 16 start states, one
+        batched forward pass per time step."""
+        members = len(hparams["lr"])
+        envs = [make_envs(EVAL_ENVS) for _ in range(members)]
+        obs = np.stack([e.reset(seed=EVAL_SEED)[0] for e in envs])
+        total, alive = np.zeros((members, EVAL_ENVS)), np.ones((members, EVAL_ENVS), dtype=bool)
+        while alive.any():
+            actions = policy(torch.as_tensor(obs))[0].argmax(-1).numpy()
+            for m, e in enumerate(envs):
+                obs[m], reward, term, trunc, _ = e.step(actions[m])
+                total[m] += reward * alive[m]
+                alive[m] &= ~(term | trunc)
+        for e in envs:
+            e.close()
+        return torch.as_tensor(total.mean(1))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="PBT of A2C on CartPole-v1")
     p.add_argument("--population", type=int, default=8)
@@ -160,14 +240,17 @@ def main(argv=None):
                    help=f"steps per member; one step = {ENV_STEPS_PER_STEP} env transitions")
     p.add_argument("--ready-every", type=int, default=20)
     p.add_argument("--workers", type=int, default=None, help="default: number of cores")
-    p.add_argument("--backend", choices=("serial", "local"), default=None)
+    p.add_argument("--backend", choices=("serial", "local", "vectorized"), default=None,
+                   help="'vectorized': all members as one batched model (unroll fixed at 32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pb2", action="store_true", help="explore with PB2 instead of Perturb")
     p.add_argument("--run-dir", default=None, help="default: runs/cartpolemember-<time>")
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
+    vector = a.backend == "vectorized"
     result = pbt.run(
-        CartPoleMember, SPACE, population=a.population, steps=a.steps,
+        VectorCartPole if vector else CartPoleMember, VECTOR_SPACE if vector else SPACE,
+        population=a.population, steps=a.steps,
         ready_every=a.ready_every, exploit=pbt.Truncation(0.25), explore=pbt.PB2() if a.pb2 else pbt.Perturb(),
         backend=a.backend, workers=a.workers, seed=a.seed, run_dir=a.run_dir,
         progress=not a.quiet,
@@ -176,7 +259,7 @@ def main(argv=None):
     print(f"best member {result.best_member_id}: greedy return {result.best_score:.1f} "
           f"(max 500) after {a.steps * ENV_STEPS_PER_STEP:,} env steps per member; lr "
           f"{h['lr']:.2e}, entropy cost {h['entropy_cost']:.2e}, discount "
-          f"{1 - 1 / h['horizon']:.4f}, unroll {h['unroll']}")
+          f"{1 - 1 / h['horizon']:.4f}, unroll {h.get('unroll', MAX_UNROLL)}")
     print(f"results are in {result.run_dir.resolve()}  (torchpbt status {result.run_dir})")
     return result
 

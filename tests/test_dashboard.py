@@ -151,7 +151,7 @@ def test_the_page_shows_a_running_run_and_updates_in_chromium(tmp_path):
         assert "running" in " ".join(text_of("#summary"))
         rows = text_of("#members tbody tr td:first-child")
         assert sorted(int(r) for r in rows) == [0, 1, 2, 3]
-        assert text_of("#lineage .js-plotly-plot")
+        wait.until(lambda d: text_of("#lineage .js-plotly-plot"))  # plotly draws after the tables
         wait.until(lambda d: intervals() > first)  # new intervals reach the page by themselves
     finally:
         if driver is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -55,6 +55,7 @@ class VectorizedBackend(Backend):
         self.opt_state: dict[str, dict[str, torch.Tensor]] = {}
         self.worker = f"vectorized:{device}"
         self._cached_data: tuple[torch.Tensor, ...] | None = None  # train_data(), read once
+        self.envs: dict[int, Any] = {}  # slot -> its member's environments (make_env)
 
     @property
     def pending(self) -> int:
@@ -166,17 +167,7 @@ class VectorizedBackend(Backend):
                      for n, st in self.opt_state.items()}
         per_task = [hparam_tensors(t.hparams, self.device) for t in group]
         hp = {k: torch.stack([h[k] for h in per_task]) for k in per_task[0]}
-        gens = []
-        for t in group:  # the same sampler each member has on the ordinary path
-            seed_everything(t.seed)
-            gens.append(member_generator(self.device))
-        seed_everything(group[0].seed)  # vmap's own random draws (dropout)
-        sizes = [member_batch_size(self.cls, t.hparams) for t in group]
-        width = max(sizes)
-        mask = (torch.arange(width, device=self.device)[None, :]
-                < torch.tensor(sizes, device=self.device)[:, None]).float()
-        base, recipe, data = self._structure, self.recipe, self._data()
-        n = len(data[0])
+        base, recipe = self._structure, self.recipe
 
         def bind(p: Any, b: Any) -> Any:  # one member's slice, called like its module
             return lambda *args: functional_call(base, (p, b), args)
@@ -185,44 +176,84 @@ class VectorizedBackend(Backend):
             with FastOps():
                 return recipe.loss(bind(p, b), batch, h)
 
-        def one_score(p: Any, b: Any, h: Any) -> torch.Tensor:
-            with FastOps():
-                return recipe.score(bind(p, b), h)
+        def policy(obs: Any) -> Any:  # every member's model on its own rows, no gradient
+            with torch.no_grad():
+                return vmap(lambda p, b, o: bind(p, b)(o), randomness="different")(
+                    {k: v.detach() for k, v in params.items()}, buffers, obs)
 
         loss_fn = vmap(one_loss, randomness="different")
         base.train()
         last = torch.full((len(group),), float("nan"))
-        for rows in _padded_rows(gens, sizes, n, steps):
-            out = loss_fn(params, buffers, tuple(d[rows] for d in data), hp)
-            if out.ndim == 2:
-                per = (out * mask).sum(1) / mask.sum(1)
-            elif len(set(sizes)) > 1:
-                raise ValueError(
-                    f"{self.cls.__name__}.loss returned one number per member but members' "
-                    "batch sizes differ; return one loss per batch row (e.g. "
-                    "reduction='none') so padded rows can be masked out.")
-            else:
-                per = out
+        for batch, reduce in self._batches(group, slots, steps, policy, hp):
+            per = reduce(loss_fn(params, buffers, batch, hp))
             opt.zero_grad()
             per.sum().backward()
+            if self.cls.max_grad_norm is not None:
+                clip_per_member(params.values(), self.cls.max_grad_norm)
             opt.step()
             last = per.detach()
         base.eval()
         with torch.no_grad():
-            scores = vmap(one_score, randomness="different")(params, buffers, hp)
+            if self.cls._overrides("score_all"):
+                scores = recipe.score_all(policy, hp)
+            else:
+                scores = vmap(lambda p, b, h: recipe.score(bind(p, b), h),
+                              randomness="different")(params, buffers, hp)
         base.train()
-        if not whole:
-            with torch.no_grad():
-                for k, v in params.items():
-                    self.params[k][idx] = v.detach()
-                for k, v in buffers.items():
-                    self.buffers[k][idx] = v
-                for n_, st in opt.state.items():
-                    for k, v in st.items():
-                        self.opt_state[n_][k][idx] = v
-        else:
-            self.params = {k: v.detach() for k, v in params.items()}
+        self._store(idx, whole, params, buffers, opt.state)
         return [float(x) for x in last], [float(x) for x in scores.reshape(-1)]
+
+    def _batches(self, group: list[Task], slots: list[int], steps: int, policy: Any,
+                 hp: dict[str, torch.Tensor]) -> Iterator[tuple[Any, Any]]:
+        """Each step's batch of every member, with how its loss output becomes one loss
+        per member."""
+        if self.cls._overrides("collect"):
+            for t, s in zip(group, slots, strict=True):  # kept per member, made once
+                if s not in self.envs:
+                    seed_everything(t.seed)
+                    self.envs[s] = self.recipe.make_env()
+            envs = [self.envs[s] for s in slots]
+            seed_everything(group[0].seed)  # the draws of collect and of vmap
+            for _ in range(steps):
+                yield self.recipe.collect(policy, envs, hp), _mean_per_member
+            return
+        gens = []
+        for t in group:  # the same sampler each member has on the ordinary path
+            seed_everything(t.seed)
+            gens.append(member_generator(self.device))
+        seed_everything(group[0].seed)  # vmap's own random draws (dropout)
+        sizes = [member_batch_size(self.cls, t.hparams) for t in group]
+        mask = (torch.arange(max(sizes), device=self.device)[None, :]
+                < torch.tensor(sizes, device=self.device)[:, None]).float()
+
+        def reduce(out: torch.Tensor) -> torch.Tensor:
+            if out.ndim == 2:
+                return (out * mask).sum(1) / mask.sum(1)
+            if len(set(sizes)) > 1:
+                raise ValueError(
+                    f"{self.cls.__name__}.loss returned one number per member but members' "
+                    "batch sizes differ; return one loss per batch row (e.g. "
+                    "reduction='none') so padded rows can be masked out.")
+            return out
+
+        data = self._data()
+        for rows in _padded_rows(gens, sizes, len(data[0]), steps):
+            yield tuple(d[rows] for d in data), reduce
+
+    def _store(self, idx: torch.Tensor, whole: bool, params: dict[str, torch.Tensor],
+               buffers: dict[str, torch.Tensor], opt_state: dict[str, Any]) -> None:
+        """The trained members back into their slots."""
+        if whole:
+            self.params = {k: v.detach() for k, v in params.items()}
+            return
+        with torch.no_grad():
+            for k, v in params.items():
+                self.params[k][idx] = v.detach()
+            for k, v in buffers.items():
+                self.buffers[k][idx] = v
+            for n, st in opt_state.items():
+                for k, v in st.items():
+                    self.opt_state[n][k][idx] = v
 
     def _data(self) -> tuple[torch.Tensor, ...]:
         if self._cached_data is None:
@@ -246,3 +277,16 @@ def _padded_rows(gens: list[torch.Generator], sizes: list[int], n: int,
     for chunk in zip(*draws, strict=True):  # (k, size) per member: k steps at a time
         rows = torch.stack([torch.nn.functional.pad(c, (0, width - c.shape[1])) for c in chunk])
         yield from rows.unbind(1)
+
+
+def _mean_per_member(out: torch.Tensor) -> torch.Tensor:
+    return out.flatten(1).mean(1) if out.ndim > 1 else out
+
+
+def clip_per_member(params: Iterable[torch.Tensor], max_norm: float) -> None:
+    """``nn.utils.clip_grad_norm_`` for each member (the first dimension) on its own."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = torch.stack([g.pow(2).flatten(1).sum(1) for g in grads]).sum(0).sqrt()
+    coef = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(coef.view(-1, *([1] * (g.ndim - 1))))

@@ -11,11 +11,12 @@ checkpoint format, so a vectorized member resumes or replays on the serial path.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_map
 
 from ..member import Member
 
@@ -46,6 +47,7 @@ class VectorMember(Member):
     optimizer_defaults: ClassVar[Mapping[str, float]] = {}
     nesterov: ClassVar[bool] = False
     batch_size: ClassVar[int] = 32
+    max_grad_norm: ClassVar[float | None] = None  # clip each member's gradient to this norm
 
     # -- what the user writes -------------------------------------------------------
     def build(self, hparams: Mapping[str, Any]) -> nn.Module:
@@ -62,10 +64,35 @@ class VectorMember(Member):
     def score(self, model: Callable[..., Any], hparams: Mapping[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
+    # -- instead of train_data/score, for members that learn from environments (RL) -----
+    def make_env(self) -> Any:
+        """One member's environments; the backend keeps them per member between
+        intervals (they are not checkpointed: a member rebuilt elsewhere starts fresh)."""
+        raise NotImplementedError
+
+    def collect(self, policy: Callable[..., Any], envs: Sequence[Any],
+                hparams: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """One training step's batch for every member at once, each tensor shaped
+        ``(members, ...)``; ``envs[i]`` is member i's and ``policy(obs)`` runs member i's
+        model on ``obs[i]`` (no gradient). ``hparams`` hold one value per member."""
+        raise NotImplementedError
+
+    def score_all(self, policy: Callable[..., Any],
+                  hparams: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Every member's score, shape ``(members,)``, when scoring needs an environment."""
+        raise NotImplementedError
+
+    @classmethod
+    def _overrides(cls, name: str) -> bool:
+        return getattr(cls, name) is not getattr(VectorMember, name)
+
     # -- the ordinary member path (every backend but "vectorized") -------------------
     def setup(self, hparams: Mapping[str, Any]) -> None:
         self.model = self.build(hparams).to(self.device)
-        self.data = tuple(t.to(self.device) for t in self.train_data())
+        if self._overrides("collect"):
+            self.env = self.make_env()
+        else:
+            self.data = tuple(t.to(self.device) for t in self.train_data())
         self.hparams = dict(hparams)
         # built on first use: torch.optim's first construction imports torch._dynamo (about
         # a second), which a run on the vectorized backend (own optimizers) never needs
@@ -104,24 +131,42 @@ class VectorMember(Member):
                              weight_decay=s["weight_decay"])
 
     def train(self, steps: int) -> float | None:
-        gen = member_generator(self.device)
         hp = hparam_tensors(self.hparams, self.device)
-        size = member_batch_size(type(self), self.hparams)
-        loss, opt = None, self.torch_optimizer
-        for chunk in batch_rows(gen, len(self.data[0]), size, steps):
-            for rows in chunk:
-                out = self.loss(self.model, tuple(t[rows] for t in self.data), hp)
-                loss = out.mean() if out.ndim else out
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+        loss = None
+        for batch in self._batches(steps, hp):
+            out = self.loss(self.model, batch, hp)
+            loss = out.mean() if out.ndim else out
+            self.torch_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.max_grad_norm is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+            self.torch_optimizer.step()
         return None if loss is None else float(loss.detach())
+
+    def _batches(self, steps: int,
+                 hp: Mapping[str, torch.Tensor]) -> Iterator[tuple[torch.Tensor, ...]]:
+        if self._overrides("collect"):
+            one = {k: v[None] for k, v in hp.items()}  # a population of one
+            for _ in range(steps):
+                yield tuple(t[0] for t in self.collect(self._policy, [self.env], one))
+            return
+        size = member_batch_size(type(self), self.hparams)
+        for chunk in batch_rows(member_generator(self.device), len(self.data[0]), size, steps):
+            for rows in chunk:
+                yield tuple(t[rows] for t in self.data)
+
+    @torch.no_grad()
+    def _policy(self, obs: Any) -> Any:
+        return tree_map(lambda t: t[None], self.model(tree_map(lambda t: t[0], obs)))
 
     @torch.no_grad()
     def evaluate(self) -> float:
         self.model.eval()
+        hp = hparam_tensors(self.hparams, self.device)
         try:
-            return float(self.score(self.model, hparam_tensors(self.hparams, self.device)))
+            if self._overrides("score_all"):
+                return float(self.score_all(self._policy, {k: v[None] for k, v in hp.items()})[0])
+            return float(self.score(self.model, hp))
         finally:
             self.model.train()
 
@@ -203,14 +248,20 @@ def batch_rows(gen: torch.Generator, n: int, size: int, steps: int) -> Iterator[
 
 
 USER_METHODS = ("build", "train_data", "loss", "score")
+ENV_METHODS = ("build", "make_env", "collect", "loss", "score_all")
 
 
-def check_vector_member(cls: type) -> None:
-    """A VectorMember subclass must fill in its four methods; say which are missing."""
-    missing = [n for n in USER_METHODS if getattr(cls, n) is getattr(VectorMember, n)]
+def check_vector_member(cls: type[VectorMember]) -> None:
+    """A VectorMember subclass must fill in its methods; say which are missing."""
+    env = cls._overrides("collect") or cls._overrides("make_env")
+    need = ENV_METHODS if env else USER_METHODS
+    # an environment member may still score with score() (vmapped, no environment)
+    missing = [n for n in need if not cls._overrides(n)
+               and not (env and n == "score_all" and cls._overrides("score"))]
     if missing:
         raise TypeError(f"{cls.__name__} does not implement {', '.join(missing)}; a "
-                        f"VectorMember needs {', '.join(USER_METHODS)}.")
+                        f"VectorMember needs {', '.join(USER_METHODS)} (or, to learn from "
+                        f"environments, {', '.join(ENV_METHODS)}).")
     if cls.optimizer not in OPTIMIZERS:
         raise ValueError(f"{cls.__name__}.optimizer = {cls.optimizer!r}: use one of "
                          f"{', '.join(map(repr, OPTIMIZERS))}.")
