@@ -31,5 +31,5 @@ if [ -n "$missing" ]; then
 fi
 "$PY" -c "import torch; print('gpu_check:', torch.__version__, torch.cuda.get_device_name(0))"
 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" timeout 480 \
-    "$PY" benchmarks/vectorized.py --device cuda:0 --sizes 8,32,128 --steps 200 --repeats 1 \
+    "$PY" benchmarks/vectorized.py --device cuda:0 --sizes 8,32,128 --steps 200 --repeats 1 --workloads small,mnist \
     --name gpu_check

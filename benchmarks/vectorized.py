@@ -1,8 +1,9 @@
 """backend="vectorized" vs backend="serial": member-steps per second, same PBT runs.
 
-Workloads: ``small`` (MLP 16-64-10, batch 32, SGD on synthetic data) and ``mnist``
+Workloads: ``small`` (MLP 16-64-10, batch 32, SGD on synthetic data), ``mnist``
 (examples/mnist.py's MLP 784-128-10 with batch 64 fixed; lr, momentum, weight
-decay and dropout searched). For each population size P both backends run the
+decay and dropout searched) and ``cartpole`` (examples/cartpole.py's VectorCartPole:
+A2C, 8 envs per member, 256 env steps per member-step; P ≤ 32). For each population size P both backends run the
 same ``torchpbt.run`` (same seed, so the same initial population, Truncation +
 Perturb, ready every ``ready_every``); the member-steps each trained are checked
 equal to P × steps. Every run is its own fresh process on one thread, timed from
@@ -31,13 +32,16 @@ import _common as C
 
 NAME = "vectorized"
 WORKLOADS = {"small": {"steps": 1000, "ready_every": 100},
-             "mnist": {"steps": 200, "ready_every": 50}}
+             "mnist": {"steps": 200, "ready_every": 50},
+             "cartpole": {"steps": 40, "ready_every": 20}}
+MAX_POPULATION = {"cartpole": 32}  # its greedy evaluations (up to 8,000 env steps) dominate beyond
 
 
 def _members():
     """The two workloads' members (imported in the child only: torch stays out of the parent)."""
     import torch
     import torch.nn.functional as F
+    from cartpole import VECTOR_SPACE, VectorCartPole
     from mnist import SPACE, MnistMember
     from torch import nn
 
@@ -77,7 +81,8 @@ def _members():
 
     small_space = {"lr": pbt.Float(0.01, 0.3, log=True), "momentum": pbt.Float(0.0, 0.95)}
     mnist_space = {k: v for k, v in SPACE.items() if k != "batch_size"}
-    return {"small": (Small, small_space), "mnist": (Mnist64, mnist_space)}
+    return {"small": (Small, small_space), "mnist": (Mnist64, mnist_space),
+            "cartpole": (VectorCartPole, VECTOR_SPACE)}
 
 
 def _peak_bytes(device: str) -> int:
@@ -163,6 +168,7 @@ def main(argv=None) -> None:
         p.add_argument("--device", default="cpu")
         p.add_argument("--repeats", type=int, default=None)
         p.add_argument("--sizes", default=None, help="population sizes, e.g. 8,32,128")
+        p.add_argument("--workloads", default=",".join(WORKLOADS), help="e.g. small,mnist")
         p.add_argument("--steps", type=int, default=None, help="steps per member, every workload")
         p.add_argument("--name", default=NAME, help="result name (gpu_check.sh: gpu_check)")
 
@@ -170,23 +176,29 @@ def main(argv=None) -> None:
     q = args.quick
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([4, 8] if q else [8, 32, 128])
     repeats = args.repeats or (1 if q else 3)
-    budget = {w: ({"steps": 40, "ready_every": 20} if q else dict(v)) for w, v in WORKLOADS.items()}
+    chosen = args.workloads.split(",")
+    unknown = sorted(set(chosen) - set(WORKLOADS))
+    if unknown:
+        raise SystemExit(f"--workloads: unknown {unknown}; choose from {list(WORKLOADS)}")
+    budget = {w: ({"steps": 40, "ready_every": 20} if q else dict(WORKLOADS[w])) for w in chosen}
     if args.steps:
         budget = {w: {"steps": args.steps, "ready_every": max(1, args.steps // 4)} for w in budget}
     cfg = {"device": args.device, "sizes": sizes, "repeats": repeats, "workloads": budget,
            "threads": 1, "seed": 0, "exploit": "Truncation(0.25)", "explore": "Perturb()"}
-    specs = [{"workload": w, "population": P, **budget[w]} for w in budget for P in sizes]
-    small = budget["small"]
+    specs = [{"workload": w, "population": P, **budget[w]} for w in budget for P in sizes
+             if P <= MAX_POPULATION.get(w, P)]
+    small = budget.get("small")
     pbt_32 = 8 if q else 32
+    extra = [] if small is None else [  # the PBT-of-32 vs 4-one-by-one comparison
+        {"workload": "small", "population": 4, **small, "backend": "plain"},
+        {"workload": "small", "population": pbt_32, **small, "backend": "vectorized",
+         "role": "pbt_vs_plain4"}]
     runs: list[dict] = []
     with C.progress() as bar:
-        task = bar.add_task("vectorized vs serial", total=repeats * (2 * len(specs) + 2))
+        task = bar.add_task("vectorized vs serial", total=repeats * (2 * len(specs) + len(extra)))
         for rep in range(repeats):
             order = ("serial", "vectorized") if rep % 2 == 0 else ("vectorized", "serial")
-            jobs = [{**s, "backend": b} for s in specs for b in order]
-            jobs += [{"workload": "small", "population": 4, **small, "backend": "plain"},
-                     {"workload": "small", "population": pbt_32, **small, "backend": "vectorized",
-                      "role": "pbt_vs_plain4"}]
+            jobs = [{**s, "backend": b} for s in specs for b in order] + extra
             for job in jobs:
                 row = run_child({**job, "device": args.device, "seed": 0, "repeat": rep})
                 if row["member_steps"] != row["population"] * row["steps"]:
@@ -225,6 +237,8 @@ def _summary(runs: list[dict], specs: list[dict], pbt_32: int) -> tuple[dict, li
                                                                 "memory_per_member_mb")
         lines.append(f"{w} P={P}: serial {ser:.0f}, vectorized {vec:.0f} member-steps/s "
                      f"({vec / ser:.2f}×).")
+    if not any(r["backend"] == "plain" for r in runs):
+        return summary, lines
     plain = med([r for r in runs if r["backend"] == "plain"], "seconds")
     vec32 = med([r for r in runs if r.get("role") == "pbt_vs_plain4"], "seconds")
     summary["pbt32_vs_plain4_time_ratio"] = vec32 / plain
