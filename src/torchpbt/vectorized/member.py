@@ -102,16 +102,14 @@ class VectorMember(Member):
     @property
     def torch_optimizer(self) -> torch.optim.Optimizer:
         if self._torch_optimizer is None:
-            s = optimizer_settings(type(self), self.hparams)
+            values = self._group_values(self.hparams)
             params = self.model.parameters()
             if self.optimizer == "sgd":
-                opt: torch.optim.Optimizer = torch.optim.SGD(
-                    params, lr=s["lr"], momentum=s["momentum"], weight_decay=s["weight_decay"],
-                    nesterov=self.nesterov)
+                opt: torch.optim.Optimizer = torch.optim.SGD(params, nesterov=self.nesterov,
+                                                             **values)
             else:
                 cls = torch.optim.Adam if self.optimizer == "adam" else torch.optim.AdamW
-                opt = cls(params, lr=s["lr"], betas=(s["beta1"], s["beta2"]), eps=s["eps"],
-                          weight_decay=s["weight_decay"])
+                opt = cls(params, **values)
             self._torch_optimizer = opt
             if self._pending_state is not None:
                 self._load_optimizer_state(self._pending_state)
@@ -122,13 +120,16 @@ class VectorMember(Member):
         super().apply_hparams(hparams)
         if self._torch_optimizer is None:
             return  # it is built from self.hparams
-        s = optimizer_settings(type(self), hparams)
         for group in self._torch_optimizer.param_groups:
-            if self.optimizer == "sgd":
-                group.update(lr=s["lr"], momentum=s["momentum"], weight_decay=s["weight_decay"])
-            else:
-                group.update(lr=s["lr"], betas=(s["beta1"], s["beta2"]), eps=s["eps"],
-                             weight_decay=s["weight_decay"])
+            group.update(self._group_values(hparams))
+
+    def _group_values(self, hparams: Mapping[str, Any]) -> dict[str, Any]:
+        """The torch.optim param-group values of these hparams."""
+        s = optimizer_settings(type(self), hparams)
+        if self.optimizer == "sgd":
+            return {"lr": s["lr"], "momentum": s["momentum"], "weight_decay": s["weight_decay"]}
+        return {"lr": s["lr"], "betas": (s["beta1"], s["beta2"]), "eps": s["eps"],
+                "weight_decay": s["weight_decay"]}
 
     def train(self, steps: int) -> float | None:
         hp = hparam_tensors(self.hparams, self.device)
