@@ -176,10 +176,13 @@ class VectorizedBackend(Backend):
             with FastOps():
                 return recipe.loss(bind(p, b), batch, h)
 
+        # detached views share storage, so they follow the in-place optimizer steps
+        frozen = {k: v.detach() for k, v in params.items()}
+        act = vmap(lambda p, b, o: bind(p, b)(o), randomness="different")
+
         def policy(obs: Any) -> Any:  # every member's model on its own rows, no gradient
             with torch.no_grad():
-                return vmap(lambda p, b, o: bind(p, b)(o), randomness="different")(
-                    {k: v.detach() for k, v in params.items()}, buffers, obs)
+                return act(frozen, buffers, obs)
 
         loss_fn = vmap(one_loss, randomness="different")
         base.train()
