@@ -165,14 +165,19 @@ def serial_breakdown(space, hparams, cfg, seed: int) -> dict:
                 calls[key] += 1
         return wrapper
 
-    saved = {k: cls.__dict__[name] for k, (cls, name) in targets.items()}
+    # the method may be inherited (MnistMember's train comes from VectorMember): wrap it
+    # on the class named, and afterwards restore exactly what that class itself held
+    own = {k: cls.__dict__.get(name) for k, (cls, name) in targets.items()}
     for key, (cls, name) in targets.items():
-        setattr(cls, name, timed(key, saved[key]))
+        setattr(cls, name, timed(key, getattr(cls, name)))
     try:
         out = torchpbt_run(space, hparams, cfg, seed, "serial", None)
     finally:
         for key, (cls, name) in targets.items():
-            setattr(cls, name, saved[key])
+            if own[key] is None:
+                delattr(cls, name)
+            else:
+                setattr(cls, name, own[key])
     wall = out["seconds"]
     res = {"seconds": wall, "exploits": out["exploits"], "calls": calls}
     for key in targets:

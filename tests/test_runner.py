@@ -208,27 +208,67 @@ def test_local_backend_runs_more_intervals_than_a_pipe_holds(tmp_path):
     assert p.stdout.split()[-1] == "3000"
 
 
-def test_local_backend_knows_what_each_worker_began_last(tmp_path):
-    # kept to blame the right task if a worker dies: one slot per worker in shared memory,
-    # however long the run
+def test_local_backend_knows_what_each_worker_runs(tmp_path):
+    # a dying worker charges its own task only: the backend must know which one it ran
     from torchpbt.backends import LocalBackend, Task
 
     be = LocalBackend(Quadratic, str(tmp_path / "ckpt"), workers=2)
     try:
+        pids = {p.pid for p in be._procs}
         for step in range(0, 60, 5):
             for m in range(2):
                 be.submit(Task(m, step, 5, {"lr": 0.1}, None, step))
+            running = be.running()
             done = 0
             while done < 2:
                 done += len(be.wait())
-        running = be.running()
-        pids = set(be._pool._processes)
+        after = be.running()
     finally:
         be.close()
-    assert 1 <= len(running) <= 2  # 24 intervals ran
-    assert set(running.values()) <= pids and len(set(running.values())) == len(running)
-    assert any(step == 55 for _, step in running)  # the last round's task is there
-    assert all(m in (0, 1) and step % 5 == 0 for m, step in running)
+    assert set(running) == {(0, 55), (1, 55)}
+    assert set(running.values()) == pids  # one task per worker, none on the same process
+    assert after == {}
+
+
+def test_local_backend_sends_a_member_back_to_the_worker_that_holds_it(tmp_path):
+    # a member moves only when its own worker is busy and another would idle: rarely
+    from torchpbt.backends import LocalBackend, Task
+
+    be = LocalBackend(Quadratic, str(tmp_path / "ckpt"), workers=2)
+    last: dict[int, str] = {}
+    checkpoints: dict[int, str | None] = dict.fromkeys(range(4))
+    moves = 0
+    try:
+        for step in range(0, 100, 5):
+            for m in checkpoints:
+                be.submit(Task(m, step, 5, {"lr": 0.1}, checkpoints[m], step))
+            done = 0
+            while done < len(checkpoints):
+                for out in be.wait():
+                    moves += last.get(out.member_id, out.worker) != out.worker
+                    last[out.member_id] = out.worker
+                    checkpoints[out.member_id] = out.checkpoint
+                    done += 1
+    finally:
+        be.close()
+    assert moves <= 19 * 4 // 4, moves  # handed out at random, about half would move
+    assert len(set(last.values())) == 2
+
+
+def test_local_queue_prefers_a_workers_own_members_within_one_interval():
+    from torchpbt.backends import Task
+    from torchpbt.backends.local import _Queue
+
+    q = _Queue()
+    q.push(Task(0, 10, 5, {}, None, 0), home=0)
+    q.push(Task(1, 20, 5, {}, None, 0), home=1)
+    q.push(Task(2, 15, 5, {}, None, 0), home=1)
+    q.push(Task(3, 30, 5, {}, None, 0), home=None)
+    assert q.take_own(1).member_id == 2  # 15 <= 10 + 5: close enough to the least advanced
+    assert q.take_own(1) is None  # 20 > 10 + 5: member 0 would wait too long
+    assert q.take_first().member_id == 0
+    assert q.take_own(0) is None and q.take_own(1).member_id == 1
+    assert q.size == 1 and q.take_first().member_id == 3 and q.take_first() is None
 
 
 def test_local_backend_survives_a_dying_worker(tmp_path, monkeypatch):

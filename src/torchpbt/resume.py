@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .backends import ClassRef, check_backend, default_workers, resolve_devices
+from .backends import ClassRef, check_backend, default_workers, resolve_devices, start_workers
 from .checkpoints import CheckpointDir
 from .controller import Controller, Sharing
 from .display import print_summary
@@ -84,7 +84,8 @@ def resume(
             check_vectorized(member, space, exploit, options)
             n_workers = cfg["population"]
         device_list = resolve_devices(devices if devices is not None else cfg["devices"])
-        with run_lock(run_path):
+        with start_workers(backend, member, n_workers, device_list) as started, \
+                run_lock(run_path):
             controller = Controller(
                 scheduler, store, CheckpointDir(run_path / "checkpoints"), cfg["seed"],
                 Sharing(options, run_path) if options else None, cfg.get("max_retries", 2))
@@ -96,7 +97,7 @@ def resume(
             done = sum(m.step for m in scheduler.members.values())
             execute(controller, tasks, member, run_path, backend, n_workers, device_list,
                     cfg["population"] * cfg["steps"], cfg["steps"], done, progress, run["name"],
-                    cfg)
+                    cfg, started)
     finally:
         store.close()
     result = Result.load(run_path, storage)

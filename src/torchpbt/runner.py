@@ -19,10 +19,12 @@ from .backends import (
     Backend,
     ClassRef,
     Task,
+    WorkerSet,
     check_backend,
     default_workers,
     make_backend,
     resolve_devices,
+    start_workers,
 )
 from .checkpoints import CheckpointDir
 from .controller import Controller, Sharing, WorkersKeepDying
@@ -237,44 +239,48 @@ def run(
         device_list = resolve_devices(devices)
         scheduler = make_scheduler(sync, space, config, exploit, explore, seed=seed,
                                    initial_hparams=initial_hparams)
-        if check_member:
-            preflight(member, scheduler.members[0].hparams, device_list[0])
-        run_path = _prepare_run_dir(run_dir, member)
-    # a user-given store is opened first: if it cannot connect, nothing is created (but an
-    # SQLite file inside the run directory needs that directory)
-    if storage and _sqlite_in(storage, run_path):
+    # the local backend's processes start now and warm up while preflight and the store
+    # get ready; they are closed on the way out unless the backend adopted them
+    with start_workers(backend, member, n_workers, device_list) as started:
+        with bad_input():
+            if check_member:
+                preflight(member, scheduler.members[0].hparams, device_list[0])
+            run_path = _prepare_run_dir(run_dir, member)
+        # a user-given store is opened first: if it cannot connect, nothing is created (but an
+        # SQLite file inside the run directory needs that directory)
+        if storage and _sqlite_in(storage, run_path):
+            run_path.mkdir(parents=True, exist_ok=True)
+        store = SQLStore(storage) if storage else None
         run_path.mkdir(parents=True, exist_ok=True)
-    store = SQLStore(storage) if storage else None
-    run_path.mkdir(parents=True, exist_ok=True)
-    ref = ClassRef.of(member)
-    settings = {
-        "population": population, "ready_every": ready_every, "steps": steps, "mode": mode,
-        "sync": sync, "burn_in": burn_in, "inherit_hparams": inherit_hparams,
-        "explore_when": explore_when, "seed": seed, "exploit": repr(exploit),
-        "explore": repr(explore), "exploit_spec": to_spec(exploit),
-        "explore_spec": to_spec(explore), "backend": backend, "workers": n_workers,
-        "devices": device_list, "member": {"module": ref.module, "qualname": ref.qualname,
-                                           "path": ref.path},
-        "run_dir": str(run_path.resolve()), "torchpbt": __version__,
-        "knowledge_sharing": knowledge_sharing.to_dict() if knowledge_sharing else None,
-        "max_retries": max_retries, "worker_timeout": float(worker_timeout),
-        "tensorboard": None if tensorboard in (None, False) else
-        str(run_path / "tensorboard" if tensorboard is True else Path(tensorboard).resolve()),
-    }
-    try:
-        with run_lock(run_path):
-            store = store or SQLStore(store_url_for(run_path))
-            controller = Controller(
-                scheduler, store, CheckpointDir(run_path / "checkpoints"), seed,
-                Sharing(knowledge_sharing, run_path) if knowledge_sharing else None, max_retries)
-            name = name or run_path.name
-            tasks = controller.create(name, settings, space)
-            add_listeners(controller, settings, run_path, storage)
-            execute(controller, tasks, member, run_path, backend, n_workers, device_list,
-                    population * steps, steps, 0, progress, name, settings)
-    finally:
-        if store is not None:
-            store.close()
+        ref = ClassRef.of(member)
+        settings = {
+            "population": population, "ready_every": ready_every, "steps": steps, "mode": mode,
+            "sync": sync, "burn_in": burn_in, "inherit_hparams": inherit_hparams,
+            "explore_when": explore_when, "seed": seed, "exploit": repr(exploit),
+            "explore": repr(explore), "exploit_spec": to_spec(exploit),
+            "explore_spec": to_spec(explore), "backend": backend, "workers": n_workers,
+            "devices": device_list, "member": {"module": ref.module, "qualname": ref.qualname,
+                                               "path": ref.path},
+            "run_dir": str(run_path.resolve()), "torchpbt": __version__,
+            "knowledge_sharing": knowledge_sharing.to_dict() if knowledge_sharing else None,
+            "max_retries": max_retries, "worker_timeout": float(worker_timeout),
+            "tensorboard": None if tensorboard in (None, False) else
+            str(run_path / "tensorboard" if tensorboard is True else Path(tensorboard).resolve()),
+        }
+        try:
+            with run_lock(run_path):
+                store = store or SQLStore(store_url_for(run_path))
+                controller = Controller(
+                    scheduler, store, CheckpointDir(run_path / "checkpoints"), seed,
+                    Sharing(knowledge_sharing, run_path) if knowledge_sharing else None, max_retries)
+                name = name or run_path.name
+                tasks = controller.create(name, settings, space)
+                add_listeners(controller, settings, run_path, storage)
+                execute(controller, tasks, member, run_path, backend, n_workers, device_list,
+                        population * steps, steps, 0, progress, name, settings, started)
+        finally:
+            if store is not None:
+                store.close()
     result = Result.load(run_path, storage)
     if summary if summary is not None else progress:
         print_summary(result)
@@ -315,13 +321,15 @@ class RunInterrupted(KeyboardInterrupt):
 
 def execute(controller: Controller, tasks: list[Task], member: type, run_path: Path,
             backend: str, workers: int, devices: list[str], total: int, steps: int,
-            done_steps: int, progress: bool, name: str, settings: Mapping[str, Any]) -> None:
-    """Drive a created or restored controller to the end; Ctrl-C leaves it resumable."""
+            done_steps: int, progress: bool, name: str, settings: Mapping[str, Any],
+            started: WorkerSet | None = None) -> None:
+    """Drive a created or restored controller to the end; Ctrl-C leaves it resumable.
+    ``started``: the local backend's processes, if they were started ahead."""
     driving = False  # an error before the drive (e.g. the run is held elsewhere) marks nothing
     try:
         with controller.store.exclusive(controller.run_id), \
                 _backend(controller, backend, member, run_path, workers, devices, name,
-                         settings, progress) as be, \
+                         settings, progress, started) as be, \
                 LiveDisplay(total, steps, enabled=progress) as live:
             live.advance(done_steps)
             driving = True
@@ -353,9 +361,10 @@ def _mark_failed(controller: Controller, reason: str) -> None:
 
 def _backend(controller: Controller, kind: str, member: type, run_path: Path, workers: int,
              devices: list[str], name: str, settings: Mapping[str, Any],
-             progress: bool) -> Backend:
+             progress: bool, started: WorkerSet | None) -> Backend:
     if kind != "workers":
-        return make_backend(kind, member, str(run_path / "checkpoints"), workers, devices)
+        return make_backend(kind, member, str(run_path / "checkpoints"), workers, devices,
+                            started)
     from .backends.queue import QueueBackend
     from .backends.worker import task_to_json
     from .store.queue import TaskQueue

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from .base import Backend
 from .local import LocalBackend
+from .local_pool import WorkerSet
 from .ray import RayBackend, import_ray
 from .serial import SerialBackend
 from .worker import ClassRef, IntervalRunner, Outcome, Task, derive_seed, load_module_from_path
@@ -57,8 +59,17 @@ def check_backend(kind: object) -> str:
     return str(kind)
 
 
+def start_workers(kind: str, member_cls: type, workers: int,
+                  devices: list[str]) -> contextlib.AbstractContextManager[WorkerSet | None]:
+    """The local backend's processes, started now so they warm up while the run prepares
+    (preflight, store); closed on leaving unless a backend adopted them."""
+    if kind != "local":
+        return contextlib.nullcontext()
+    return WorkerSet(member_cls, workers, devices)
+
+
 def make_backend(kind: str, member_cls: type, checkpoint_dir: str, workers: int,
-                 devices: list[str]) -> Backend:
+                 devices: list[str], started: WorkerSet | None = None) -> Backend:
     if kind == "serial":
         return SerialBackend(member_cls, checkpoint_dir, devices[0])
     if kind == "vectorized":  # workers is the population: one slot per member
@@ -67,7 +78,7 @@ def make_backend(kind: str, member_cls: type, checkpoint_dir: str, workers: int,
         return VectorizedBackend(member_cls, checkpoint_dir, workers, devices[0])
     if kind == "ray":
         return RayBackend(member_cls, checkpoint_dir, workers, devices)
-    return LocalBackend(member_cls, checkpoint_dir, workers, devices)
+    return LocalBackend(member_cls, checkpoint_dir, workers, devices, started=started)
 
 
 def default_workers() -> int:
@@ -76,5 +87,6 @@ def default_workers() -> int:
 
 __all__ = [
     "BACKENDS", "Backend", "ClassRef", "IntervalRunner", "LocalBackend", "Outcome", "RayBackend",
-    "SerialBackend", "Task", "check_backend", "default_workers", "derive_seed", "load_module_from_path", "make_backend", "resolve_devices",
+    "SerialBackend", "Task", "WorkerSet", "check_backend", "default_workers", "derive_seed",
+    "load_module_from_path", "make_backend", "resolve_devices", "start_workers",
 ]
