@@ -262,12 +262,14 @@ def test_local_queue_prefers_a_workers_own_members_within_one_interval():
     q = _Queue()
     q.push(Task(0, 10, 5, {}, None, 0), home=0)
     q.push(Task(1, 20, 5, {}, None, 0), home=1)
-    q.push(Task(2, 15, 5, {}, None, 0), home=1)
+    q.push(Task(2, 10, 5, {}, None, 0), home=1)
     q.push(Task(3, 30, 5, {}, None, 0), home=None)
-    assert q.take_own(1).member_id == 2  # 15 <= 10 + 5: close enough to the least advanced
-    assert q.take_own(1) is None  # 20 > 10 + 5: member 0 would wait too long
-    assert q.take_first().member_id == 0
-    assert q.take_own(0) is None and q.take_own(1).member_id == 1
+    q.push(Task(4, 10, 5, {}, None, 0), home=None)
+    assert q.take_own(1).member_id == 2  # as little advanced as any: its own worker runs it
+    assert q.take_own(1) is None  # 20 > 10: members 0 and 4 go first, wherever
+    assert q.take_own(0).member_id == 0
+    assert q.take_own(0) is None and q.take_first().member_id == 4
+    assert q.take_own(1).member_id == 1
     assert q.size == 1 and q.take_first().member_id == 3 and q.take_first() is None
 
 

@@ -48,10 +48,11 @@ class _Queue:
         return entry[3]
 
     def take_own(self, worker: int) -> Task | None:
-        """The least-advanced task of a member ``worker`` holds, if it is at most one
-        interval ahead of the least-advanced task of all (async PBT stays fair)."""
+        """The least-advanced task of a member ``worker`` holds, if no queued task is less
+        advanced. Running one ahead of the rest skews async PBT: a member that copies
+        a donor trained further takes its step count too, and trains fewer steps."""
         first, own = self._top(self._all), self._top(self._by_home.get(worker, []))
-        if first is None or own is None or own[0] > first[0] + first[3].steps:
+        if first is None or own is None or own[0] > first[0]:
             return None
         return self._take(own)
 
