@@ -153,7 +153,7 @@ def serial_breakdown(space, hparams, cfg, seed: int) -> dict:
     targets = {"train": (MnistMember, "train"), "evaluate": (MnistMember, "evaluate"),
                "checkpoint_save": (CheckpointDir, "save"),
                "checkpoint_load": (CheckpointDir, "load"),
-               "store_record": (SQLStore, "record")}
+               "store_record": (SQLStore, "record_steps")}
     spent = dict.fromkeys(targets, 0.0)
     calls = dict.fromkeys(targets, 0)
 

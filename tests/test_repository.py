@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,20 @@ def test_no_run_scratch_is_tracked() -> None:
         or "/.tmp-" in p
     ]
     assert not scratch, f"run scratch is tracked: {scratch[:10]}"
+
+
+def test_import_torchpbt_is_lazy_and_every_public_name_resolves():
+    # a worker process imports torchpbt: it must not pay for the store, rich or pandas
+    code = ("import sys, torchpbt; heavy = [m for m in ('torch', 'sqlalchemy', 'rich', 'pandas',"
+            " 'scipy') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]", out
+    import torchpbt
+
+    assert sorted(torchpbt.__all__) == sorted([*torchpbt._EXPORTS, *torchpbt._SUBMODULES,
+                                               "__version__"])
+    for name in torchpbt.__all__:
+        assert getattr(torchpbt, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        torchpbt.Nope  # noqa: B018
