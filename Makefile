@@ -51,6 +51,7 @@ bench: $(BENCH_STAMP)
 	$(PY) benchmarks/translation_bleu.py
 	$(PY) benchmarks/gan.py
 	$(PY) benchmarks/vectorized.py
+	$(PY) benchmarks/import_time.py
 	$(PY) benchmarks/make_table.py
 
 bench-quick: $(BENCH_STAMP)
@@ -71,6 +72,7 @@ bench-quick: $(BENCH_STAMP)
 	$(PY) benchmarks/translation_bleu.py --quick
 	$(PY) benchmarks/gan.py --quick
 	$(PY) benchmarks/vectorized.py --quick
+	$(PY) benchmarks/import_time.py --quick
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

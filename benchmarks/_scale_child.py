@@ -126,10 +126,10 @@ def _split(a: dict[str, float], b: dict[str, float], events: int, seconds: float
 def _instrument(timers: Timers) -> None:
     """Wrap the functions whose time the breakdown reports (the library is not changed)."""
     import torchpbt.store.sql as sql
+    from torchpbt.algorithm.scheduler import AsyncScheduler
     from torchpbt.backends.serial import SerialBackend
     from torchpbt.backends.worker import IntervalRunner
-    from torchpbt.controller import Controller
-    from torchpbt.scheduler import AsyncScheduler
+    from torchpbt.engine.controller import Controller
 
     IntervalRunner.run = timers.wrap("worker", IntervalRunner.run)
     SerialBackend.wait = timers.wrap("backend_wait", SerialBackend.wait)
@@ -148,7 +148,7 @@ def child(cfg: dict) -> dict:
     import torch
     from _scale_report import profile_summary
 
-    import torchpbt.runner as runner
+    import torchpbt.engine.runner as runner
 
     torch.set_num_threads(1)
     population = cfg["population"]
@@ -265,7 +265,7 @@ def _quantile(xs: list[float], q: float) -> float:
 
 def _scheduler(population: int, history: int, rng: Any) -> Any:
     """An async scheduler whose every member has reported ``history`` scores."""
-    from torchpbt.scheduler import AsyncScheduler, PBTConfig, Report
+    from torchpbt.algorithm.scheduler import AsyncScheduler, PBTConfig, Report
 
     sched = AsyncScheduler(pbt.Space(SPACE), PBTConfig(population, READY_EVERY, 10 ** 6),
                            pbt.Truncation(0.2), pbt.Perturb(), seed=0)
@@ -281,7 +281,7 @@ def state_size(population: int, history: int, repeats: int = 3) -> dict:
     import random
 
     from torchpbt.backends.worker import Task
-    from torchpbt.controller import Controller
+    from torchpbt.engine.controller import Controller
     from torchpbt.store.sql import json_dumps
 
     rng = random.Random(0)
@@ -307,7 +307,7 @@ def report_cost(population: int, history: int = STEPS) -> dict:
     Truncation ranking), measured on the scheduler alone."""
     import random
 
-    from torchpbt.scheduler import Report
+    from torchpbt.algorithm.scheduler import Report
 
     rng = random.Random(0)
     sched = _scheduler(population, history, rng)

@@ -13,17 +13,17 @@ from typing import Any
 GOAL_EVENTS_PER_S = 2000.0
 
 KEY_FUNCTIONS = {  # (file suffix, function) -> label, for the profile's headline shares
-    ("torchpbt/controller.py", "_handle"): "Controller._handle (one event, all of it)",
-    ("torchpbt/controller.py", "global_state"): "Controller.global_state",
-    ("torchpbt/controller.py", "member_states"): "Controller.member_states (touched members)",
+    ("torchpbt/engine/controller.py", "_handle"): "Controller._handle (one event, all of it)",
+    ("torchpbt/engine/controller.py", "global_state"): "Controller.global_state",
+    ("torchpbt/engine/controller.py", "member_states"): "Controller.member_states (touched members)",
     ("torchpbt/store/sql.py", "record_steps"): "SQLStore.record_steps (commit, JSON included)",
     ("torchpbt/store/sql.py", "json_dumps"): "json_dumps (all JSON columns)",
-    ("torchpbt/scheduler.py", "report"): "AsyncScheduler.report",
-    ("torchpbt/scheduler.py", "_decide"): "_Scheduler._decide",
-    ("torchpbt/exploit.py", "__call__"): "Truncation.__call__ (rank the population)",
+    ("torchpbt/algorithm/scheduler.py", "report"): "AsyncScheduler.report",
+    ("torchpbt/algorithm/scheduler.py", "_decide"): "_Scheduler._decide",
+    ("torchpbt/algorithm/exploit.py", "__call__"): "Truncation.__call__ (rank the population)",
     ("torchpbt/backends/serial.py", "wait"): "SerialBackend.wait (queue + worker)",
     ("torchpbt/backends/worker.py", "run"): "IntervalRunner.run (the synthetic worker)",
-    ("torchpbt/checkpoints.py", "save"): "CheckpointDir.save (torch.save + file)",
+    ("torchpbt/engine/checkpoints.py", "save"): "CheckpointDir.save (torch.save + file)",
 }
 
 

@@ -147,7 +147,7 @@ def serial_breakdown(space, hparams, cfg, seed: int) -> dict:
     """
     from mnist import MnistMember
 
-    from torchpbt.checkpoints import CheckpointDir
+    from torchpbt.engine.checkpoints import CheckpointDir
     from torchpbt.store.sql import SQLStore
 
     targets = {"train": (MnistMember, "train"), "evaluate": (MnistMember, "evaluate"),

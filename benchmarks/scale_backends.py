@@ -33,7 +33,7 @@ def one_run(backend: str, population: int) -> dict[str, Any]:
     import torch
 
     import torchpbt as pbt
-    import torchpbt.controller as controller
+    import torchpbt.engine.controller as controller
 
     torch.set_num_threads(1)
     marks: list[tuple[float, float, int]] = []  # (wall, controller CPU, outcomes) per commit

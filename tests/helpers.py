@@ -217,7 +217,7 @@ class SlowQuadratic(Quadratic):
 def chains_are_complete(r: pbt.Result, steps: int) -> None:
     """Every member's intervals follow one another as its decisions say, nothing lost or
     run twice, and every member's final weights trained exactly ``steps`` steps."""
-    from torchpbt.lineage import check_log
+    from torchpbt.analysis.lineage import check_log
 
     problems = check_log(r.intervals, r.events, steps)
     assert problems == [], problems

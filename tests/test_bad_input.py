@@ -24,8 +24,8 @@ import torch
 from helpers import NAS_SPACE, QSPACE, SPACE, Quadratic, ReturnsText, TinyNAS, TinyNet
 
 import torchpbt as pbt
+from torchpbt.engine.preflight import PreflightError, preflight
 from torchpbt.nas import Mixing, Mutation
-from torchpbt.preflight import PreflightError, preflight
 from torchpbt.store import StoreError
 
 BASE = dict(population=2, ready_every=5, steps=10, backend="serial", progress=False, seed=0)
@@ -540,7 +540,7 @@ def test_a_user_strategy_error_names_the_strategy_and_marks_the_run_failed(tmp_p
 
 def test_the_cli_prints_bad_input_as_one_line_and_exits_2(tmp_path):
     root = Path(__file__).resolve().parents[1]
-    p = subprocess.run([sys.executable, "-m", "torchpbt.cli", "run", str(root / "examples" / "mnist.py"),
+    p = subprocess.run([sys.executable, "-m", "torchpbt", "run", str(root / "examples" / "mnist.py"),
                         "--", "--population", "1", "--quiet"], cwd=tmp_path, capture_output=True,
                        text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(root / "src")})
     assert p.returncode == 2
@@ -587,7 +587,7 @@ def test_the_cli_exits_1_with_the_reason_when_a_run_cannot_make_progress(tmp_pat
         "def main(argv):\n"
         "    pbt.run(M, {'lr': pbt.Float(0.1, 1.0)}, population=2, steps=10, ready_every=5,\n"
         "            backend='serial', progress=False, run_dir='run')\n")
-    p = subprocess.run([sys.executable, "-m", "torchpbt.cli", "run", "failing.py"], cwd=tmp_path,
+    p = subprocess.run([sys.executable, "-m", "torchpbt", "run", "failing.py"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=300,
                        env={**os.environ, "PYTHONPATH": str(root / "src")})
     assert p.returncode == 1

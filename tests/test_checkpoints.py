@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from torchpbt import CheckpointDir, CheckpointError
-from torchpbt.checkpoints import DeferredDeleter
+from torchpbt.engine.checkpoints import DeferredDeleter
 
 
 def test_name_is_content_hash_and_identical_states_share_a_file(tmp_path):
@@ -143,7 +143,7 @@ def test_an_outcome_is_never_accepted_once_its_file_is_deleted(tmp_path, monkeyp
     from collections import deque
 
     from torchpbt.backends import Outcome, Task
-    from torchpbt.controller import Controller
+    from torchpbt.engine.controller import Controller
 
     cd = CheckpointDir(tmp_path)
     key, _ = cd.save({"w": torch.zeros(3)})

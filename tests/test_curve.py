@@ -13,11 +13,11 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from torchpbt.curve import LearningCurve
-from torchpbt.exploit import Truncation
-from torchpbt.population import AgedRanking, Ranking
-from torchpbt.scheduler import AsyncScheduler, PBTConfig, Report
-from torchpbt.space import Float, Space
+from torchpbt.algorithm.curve import LearningCurve
+from torchpbt.algorithm.exploit import Truncation
+from torchpbt.algorithm.population import AgedRanking, Ranking
+from torchpbt.algorithm.scheduler import AsyncScheduler, PBTConfig, Report
+from torchpbt.algorithm.space import Float, Space
 
 # few distinct values: ties within and across groups, failures (-inf) too
 SCORES = st.sampled_from([-math.inf, 0.0, 0.1, 0.2, 0.25, 0.5, 1.0, 2.0])

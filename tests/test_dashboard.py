@@ -14,8 +14,8 @@ import pytest
 from helpers import QSPACE, Quadratic
 
 import torchpbt as pbt
-from torchpbt import dashboard
 from torchpbt.store import StoreError
+from torchpbt.ui import dashboard
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -116,7 +116,7 @@ def test_the_page_shows_a_running_run_and_updates_in_chromium(tmp_path):
         while not _has_intervals(run_dir):
             assert time.monotonic() < deadline and job.poll() is None, "the run did not start"
             time.sleep(0.3)
-        server = subprocess.Popen([sys.executable, "-m", "torchpbt.cli", "dashboard",
+        server = subprocess.Popen([sys.executable, "-m", "torchpbt", "dashboard",
                                    str(run_dir), "--port", str(port), "--interval", "0.5"],
                                   env=ENV, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
         assert "torchpbt dashboard: http://127.0.0.1" in server.stdout.readline()

@@ -13,8 +13,8 @@ import pytest
 from helpers import chains_are_complete
 
 import torchpbt as pbt
-from torchpbt.cli import main as cli_main
-from torchpbt.replay import replay_run
+from torchpbt.analysis.replay import replay_run
+from torchpbt.ui.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -48,7 +48,7 @@ def test_nas_example_runs_as_a_file_and_through_the_cli(tmp_path):
     r = pbt.load(tmp_path / "nas")
     assert any(e["detail"].get("mix", {}).get("kind") == "mix" for e in r.exploits)
     assert r.best_score > 0.3
-    cli = [sys.executable, "-m", "torchpbt.cli", "run", str(EXAMPLES / "nas_cnn.py"), "--",
+    cli = [sys.executable, "-m", "torchpbt", "run", str(EXAMPLES / "nas_cnn.py"), "--",
            "--population", "4", "--steps", "20", "--ready-every", "10", "--backend", "serial",
            "--strategy", "mutation", "--quiet", "--run-dir", str(tmp_path / "cli")]
     q = subprocess.run(cli, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
@@ -65,7 +65,7 @@ def test_mnist1d_schedule_example_runs_as_a_file_and_through_the_cli(tmp_path):
     r = pbt.load(tmp_path / "m1")
     chains_are_complete(r, 200)
     assert r.member_steps == 4 * 200 and r.best_score > 0.2  # 10 classes: chance is 0.1
-    cli = [sys.executable, "-m", "torchpbt.cli", "run", str(EXAMPLES / "mnist1d_schedule.py"),
+    cli = [sys.executable, "-m", "torchpbt", "run", str(EXAMPLES / "mnist1d_schedule.py"),
            "--", "--population", "2", "--steps", "40", "--ready-every", "20", "--workers", "1",
            "--quiet", "--run-dir", str(tmp_path / "cli")]
     q = subprocess.run(cli, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
@@ -99,7 +99,7 @@ def test_translation_example_runs_as_a_file_and_through_the_cli(tmp_path):
     r = pbt.load(tmp_path / "tr")
     chains_are_complete(r, 150)
     assert r.member_steps == 4 * 150 and r.best_score > 1.0  # an untrained model scores ~0
-    cli = [sys.executable, "-m", "torchpbt.cli", "run", str(EXAMPLES / "translation.py"), "--",
+    cli = [sys.executable, "-m", "torchpbt", "run", str(EXAMPLES / "translation.py"), "--",
            "--population", "2", "--steps", "20", "--ready-every", "10", "--workers", "1",
            "--quiet", "--run-dir", str(tmp_path / "cli")]
     q = subprocess.run(cli, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
@@ -131,7 +131,7 @@ def test_mnist_example_runs_vectorized_as_a_file_and_through_the_cli(tmp_path):
     assert {iv["worker"] for iv in r.intervals} == {"vectorized:cpu"}
     chains_are_complete(r, 60)
     assert r.member_steps == 240
-    cli = [sys.executable, "-m", "torchpbt.cli", "run", "--backend", "vectorized",
+    cli = [sys.executable, "-m", "torchpbt", "run", "--backend", "vectorized",
            str(EXAMPLES / "mnist.py"), "--", "--population", "2", "--steps", "20",
            "--ready-every", "10", "--quiet", "--run-dir", str(tmp_path / "cli")]
     q = subprocess.run(cli, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
@@ -140,7 +140,7 @@ def test_mnist_example_runs_vectorized_as_a_file_and_through_the_cli(tmp_path):
 
 
 def test_cli_runs_an_example_then_status_and_export(tmp_path):
-    cli = [sys.executable, "-m", "torchpbt.cli"]
+    cli = [sys.executable, "-m", "torchpbt"]
     run_dir = tmp_path / "toy"
     p = subprocess.run([*cli, "run", str(EXAMPLES / "toy_quadratic.py"), "--", "--steps", "80",
                         "--quiet", "--run-dir", str(run_dir)], cwd=tmp_path, env=ENV,

@@ -76,7 +76,7 @@ def test_the_vectorized_agent_learns_on_both_paths(tmp_path):
 def test_cartpole_through_the_cli_counts_env_steps_and_is_deterministic(tmp_path):
     args = ["--population", "2", "--steps", "4", "--ready-every", "2", "--backend", "serial",
             "--quiet", "--seed", "3", "--pb2"]
-    q = subprocess.run([sys.executable, "-m", "torchpbt.cli", "run", str(EXAMPLES / "cartpole.py"),
+    q = subprocess.run([sys.executable, "-m", "torchpbt", "run", str(EXAMPLES / "cartpole.py"),
                         "--", *args, "--run-dir", str(tmp_path / "a")], cwd=tmp_path, env=ENV,
                        capture_output=True, text=True, timeout=300)
     assert q.returncode == 0, q.stderr
@@ -171,7 +171,7 @@ def test_gan_example_runs_through_main_and_the_cli(tmp_path, capsys):
     assert member.opt_g.param_groups[0]["lr"] == hp["lr_g"]
     assert member.opt_d.param_groups[0]["lr"] == pytest.approx(hp["lr_g"] * hp["d_ratio"])
     assert member.opt_d.param_groups[0]["betas"] == (hp["beta1"], 0.999)
-    q = subprocess.run([sys.executable, "-m", "torchpbt.cli", "run", str(EXAMPLES / "gan.py"),
+    q = subprocess.run([sys.executable, "-m", "torchpbt", "run", str(EXAMPLES / "gan.py"),
                         "--", "--population", "2", "--steps", "20", "--ready-every", "10",
                         "--backend", "serial", "--quiet", "--run-dir", str(tmp_path / "c")],
                        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)

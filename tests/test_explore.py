@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from torchpbt.explore import Perturb, Resample, apply_explore, check_explore
-from torchpbt.space import Choice, Float, Int, Space, SpaceError
+from torchpbt.algorithm.explore import Perturb, Resample, apply_explore, check_explore
+from torchpbt.algorithm.space import Choice, Float, Int, Space, SpaceError
 
 PROPS = settings(max_examples=200, deadline=None, derandomize=True)
 

@@ -20,12 +20,12 @@ from helpers import (
 )
 
 import torchpbt as pbt
-import torchpbt.runner as runner_module
+import torchpbt.engine.runner as runner_module
+from torchpbt.analysis.result import open_run_store
 from torchpbt.backends import Backend, IntervalRunner
-from torchpbt.checkpoints import CheckpointDir, DeferredDeleter
-from torchpbt.cli import main as cli_main
-from torchpbt.controller import WorkersKeepDying
-from torchpbt.result import open_run_store
+from torchpbt.engine.checkpoints import CheckpointDir, DeferredDeleter
+from torchpbt.engine.controller import WorkersKeepDying
+from torchpbt.ui.cli import main as cli_main
 
 INIT = [{"lr": 0.05}, {"lr": 0.1}, {"lr": 0.45}, {"lr": 0.2}]
 

@@ -16,7 +16,7 @@ from helpers import SPACE, TinyNet
 from test_resume import OPTS, _log
 
 import torchpbt as pbt
-import torchpbt.runner as runner
+import torchpbt.engine.runner as runner
 from torchpbt.backends.serial import SerialBackend
 from torchpbt.store import SQLStore
 
@@ -35,7 +35,7 @@ class Batched(SerialBackend):
         return out
 
 
-def _batched(kind, member_cls, checkpoint_dir, workers, devices):
+def _batched(kind, member_cls, checkpoint_dir, workers, devices, started=None):
     return Batched(member_cls, checkpoint_dir, devices[0])
 
 

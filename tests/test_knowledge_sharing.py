@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from helpers import SPACE, TinyKS
 
 import torchpbt as pbt
-from torchpbt.controller import Sharing
-from torchpbt.distill import KnowledgeTable, distillation_loss
+from torchpbt.engine.controller import Sharing
+from torchpbt.ext.knowledge.sharing import KnowledgeTable, distillation_loss
 
 
 def test_loss_matches_a_hand_computed_value():
@@ -94,7 +94,7 @@ def test_table_is_visible_from_another_process(tmp_path):
     table = KnowledgeTable(tmp_path)
     probs = torch.softmax(torch.randn(5, 3), 1)
     table.merge({"indices": torch.tensor([0, 2, 4, 6, 9]), "probs": probs}, refresh_every=1)
-    code = ("import sys, torch; from torchpbt.distill import KnowledgeTable; "
+    code = ("import sys, torch; from torchpbt.ext.knowledge.sharing import KnowledgeTable; "
             "p, h = KnowledgeTable.load(sys.argv[1], 1); "
             "print(int(h.sum()), len(h), round(float(p[9].sum()), 4), round(float(p[9][0]), 6))")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
@@ -104,7 +104,7 @@ def test_table_is_visible_from_another_process(tmp_path):
 
 
 def test_samples_beyond_the_table_count_as_without_entry():
-    from torchpbt.distill import SharedKnowledge
+    from torchpbt.ext.knowledge.sharing import SharedKnowledge
 
     opts = pbt.KnowledgeSharing(alpha=0.5)
     table = torch.tensor([[0.9, 0.1]])

@@ -128,7 +128,7 @@ def test_the_lightning_example_runs_as_a_file_and_through_the_cli(tmp_path):
     example = str(ROOT / "examples" / "lightning_mnist.py")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     for name, cmd, steps in (("file", [example], 40),
-                             ("cli", ["-m", "torchpbt.cli", "run", example, "--"], 10)):
+                             ("cli", ["-m", "torchpbt", "run", example, "--"], 10)):
         p = subprocess.run([sys.executable, *cmd, "--population", "2", "--steps", str(steps),
                             "--ready-every", "10", "--workers", "1", "--quiet", "--run-dir",
                             str(tmp_path / name)],

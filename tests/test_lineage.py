@@ -1,6 +1,6 @@
 """The discovered schedule follows the weights across exploits (pure, plain rows)."""
 
-from torchpbt import lineage
+from torchpbt.analysis import lineage
 
 
 def iv(i, member, start, end, lr, start_ck, end_ck, score=0.5):

@@ -8,7 +8,7 @@ from helpers import SPACE, TinyNet
 
 import torchpbt as pbt
 from torchpbt.backends import IntervalRunner, Task
-from torchpbt.preflight import PreflightError
+from torchpbt.engine.preflight import PreflightError
 
 
 def test_restoring_a_donor_checkpoint_keeps_the_new_lr(tmp_path):

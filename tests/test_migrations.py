@@ -22,10 +22,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import JSON, BigInteger, Boolean, bindparam, create_engine, inspect, text
 
 import torchpbt as pbt
-from torchpbt.cli import main as cli
 from torchpbt.store import SCHEMA_VERSION, IntervalRecord, MemberUpdate, SQLStore, StoreError
 from torchpbt.store.migrate import HEAD, VERSION_TABLE, alembic_config, read_versions
 from torchpbt.store.models import Base
+from torchpbt.ui.cli import main as cli
 
 DUMP = Path(__file__).parent / "data" / "store-schema1.sql"  # a run written by torchpbt 0.1
 # a sync run written by schema 2 and killed mid-generation (members 0, 1 waiting, 2 running),

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from torchpbt.ext.nas.mixing import gene_origins
 from torchpbt.nas import (
     ArchSpace,
     GenomeError,
@@ -17,7 +18,6 @@ from torchpbt.nas import (
     select_parents,
     shrink_perturb,
 )
-from torchpbt.nas.mixing import gene_origins
 
 SPACE = ArchSpace({"cell0": ["conv3", "conv5", "skip"], "cell1": ["conv3", "conv5", "skip"],
                    "cell2": ["conv3", "conv5"]})

@@ -16,9 +16,9 @@ from helpers import ARCH, NAS_SPACE, TinyNAS
 from scipy import stats
 
 import torchpbt as pbt
+from torchpbt.algorithm.scheduler import AsyncScheduler, PBTConfig, Report, SyncScheduler
+from torchpbt.algorithm.space import Space
 from torchpbt.nas import GenomeError, Mixing, Mutation
-from torchpbt.scheduler import AsyncScheduler, PBTConfig, Report, SyncScheduler
-from torchpbt.space import Space
 
 SPACE = Space(NAS_SPACE)
 GENES = ["c0", "c1"]

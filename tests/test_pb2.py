@@ -19,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import torchpbt as pbt
-from torchpbt.explore import ExploreContext, Observation, apply_explore, check_explore
-from torchpbt.pb2 import (
+from torchpbt.algorithm.explore import ExploreContext, Observation, apply_explore, check_explore
+from torchpbt.algorithm.pb2 import (
     GP,
     PB2,
     KernelParams,
@@ -32,9 +32,9 @@ from torchpbt.pb2 import (
     standardize,
     tv_kernel,
 )
-from torchpbt.scheduler import AsyncScheduler, PBTConfig, Report, SyncScheduler
-from torchpbt.space import Choice, Float, Int, Space
-from torchpbt.specs import from_spec, to_spec
+from torchpbt.algorithm.scheduler import AsyncScheduler, PBTConfig, Report, SyncScheduler
+from torchpbt.algorithm.space import Choice, Float, Int, Space
+from torchpbt.engine.specs import from_spec, to_spec
 
 TESTS = Path(__file__).parent
 EXAMPLES = TESTS.parent / "examples"

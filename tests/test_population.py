@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from torchpbt.controller import References
-from torchpbt.exploit import Tournament, Truncation, pick_replacement
-from torchpbt.population import MemberView, Population, Ranking
+from torchpbt.algorithm.exploit import Tournament, Truncation, pick_replacement
+from torchpbt.algorithm.population import MemberView, Population, Ranking
+from torchpbt.engine.controller import References
 
 
 def _views(rng: random.Random, n: int) -> dict[int, MemberView]:

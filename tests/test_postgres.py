@@ -16,7 +16,7 @@ from helpers import SPACE, TinyNet
 from test_resume import OPTS, SCRIPT, TESTS, _log
 
 import torchpbt as pbt
-from torchpbt.cli import main as cli
+from torchpbt.ui.cli import main as cli
 
 
 @pytest.fixture(scope="module")

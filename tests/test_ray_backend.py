@@ -22,7 +22,7 @@ from helpers import QSPACE, SLOW_SCRIPT, SPACE, Quadratic, TinyNet, chains_are_c
 
 import torchpbt as pbt
 from torchpbt.backends import RayBackend, Task, load_module_from_path
-from torchpbt.cli import main as cli_main
+from torchpbt.ui.cli import main as cli_main
 
 if os.environ.get("CI"):
     import ray  # CI installs the dev extra: a missing ray is a failure, not a skip

@@ -13,10 +13,10 @@ import torch
 from helpers import QSPACE, SPACE, Quadratic, TinyNet
 
 import torchpbt as pbt
-from torchpbt import cli
-from torchpbt import schedule as schedule_module
-from torchpbt.cli import main as cli_main
-from torchpbt.replay import replay_run, replay_schedule
+from torchpbt.analysis import schedule as schedule_module
+from torchpbt.analysis.replay import replay_run, replay_schedule
+from torchpbt.ui import cli
+from torchpbt.ui.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 

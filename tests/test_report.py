@@ -14,12 +14,12 @@ import pytest
 from helpers import SPACE, TinyNet
 
 import torchpbt as pbt
-from torchpbt import lineage
-from torchpbt import report_figures as rf
-from torchpbt.cli import main as cli_main
-from torchpbt.display import fmt
-from torchpbt.report import find_chromium, render_html, screenshot, write_report
-from torchpbt.space import Gene
+from torchpbt.algorithm.space import Gene
+from torchpbt.analysis import lineage
+from torchpbt.ui import report_figures as rf
+from torchpbt.ui.cli import main as cli_main
+from torchpbt.ui.display import fmt
+from torchpbt.ui.report import find_chromium, render_html, screenshot, write_report
 
 matplotlib = pytest.importorskip("matplotlib")
 

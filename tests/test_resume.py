@@ -14,7 +14,7 @@ import pytest
 from helpers import SLOW_SCRIPT, SPACE, TinyKS, TinyNet, chains_are_complete
 
 import torchpbt as pbt
-from torchpbt.runner import run_lock
+from torchpbt.engine.runner import run_lock
 from torchpbt.store import StoreError
 
 TESTS = Path(__file__).parent
@@ -131,7 +131,7 @@ def test_two_crashes_in_a_row_then_resume_via_cli(tmp_path, reference):
     _crash_run(run_dir, "store_commit:4")
     env = {**os.environ, "TORCHPBT_CRASH_AT": "checkpoint_write:3",
            "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "torchpbt.cli", "resume", str(run_dir), "--quiet"]
+    cmd = [sys.executable, "-m", "torchpbt", "resume", str(run_dir), "--quiet"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     env.pop("TORCHPBT_CRASH_AT")

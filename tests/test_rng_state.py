@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 
-from torchpbt.rng_state import RngEncoder, decode_rng, encode_rng
+from torchpbt.algorithm.rng_state import RngEncoder, decode_rng, encode_rng
 
 
 def test_a_decoded_generator_draws_what_the_original_would():

@@ -9,9 +9,9 @@ from collections.abc import Callable
 
 import pytest
 
-from torchpbt.exploit import Tournament, Truncation
-from torchpbt.explore import Perturb, Resample
-from torchpbt.scheduler import (
+from torchpbt.algorithm.exploit import Tournament, Truncation
+from torchpbt.algorithm.explore import Perturb, Resample
+from torchpbt.algorithm.scheduler import (
     AsyncScheduler,
     Decision,
     PBTConfig,
@@ -20,7 +20,7 @@ from torchpbt.scheduler import (
     make_scheduler,
     orient,
 )
-from torchpbt.space import Choice, Float, Int, Space, SpaceError
+from torchpbt.algorithm.space import Choice, Float, Int, Space, SpaceError
 
 SPACE = Space({"lr": Float(1e-3, 1.0, log=True), "n": Int(1, 10), "opt": Choice(["sgd", "adam"])})
 HPS = [{"lr": 0.01 * (i + 1), "n": i + 1, "opt": "sgd"} for i in range(8)]

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from torchpbt.space import Choice, Float, Int, Space, SpaceError
+from torchpbt.algorithm.space import Choice, Float, Int, Space, SpaceError
 
 PROPS = settings(max_examples=200, deadline=None, derandomize=True)
 

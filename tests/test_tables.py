@@ -9,7 +9,7 @@ import pytest
 from helpers import QSPACE, Quadratic
 
 import torchpbt as pbt
-from torchpbt.cli import main as cli_main
+from torchpbt.ui.cli import main as cli_main
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from torchpbt.vectorized import StackedModules, VectorAdam, VectorSGD, copy_member
+from torchpbt.backends.vectorized import StackedModules, VectorAdam, VectorSGD, copy_member
 
 P, STEPS, BATCH = 4, 15, 16
 
@@ -153,8 +153,8 @@ def test_the_fast_cross_entropy_equals_torchs_under_vmap(reduction, label_smooth
                                                          monkeypatch):
     from torch.func import vmap
 
-    from torchpbt.vectorized import fast_ops
-    from torchpbt.vectorized.fast_ops import FastOps
+    from torchpbt.backends.vectorized import fast_ops
+    from torchpbt.backends.vectorized.fast_ops import FastOps
 
     calls = []
     real = fast_ops.cross_entropy

@@ -9,7 +9,7 @@ from helpers import chains_are_complete
 from torch import nn
 
 import torchpbt as pbt
-from torchpbt.vectorized.backend import VectorizedBackend
+from torchpbt.backends.vectorized.backend import VectorizedBackend
 
 SPACE = {"lr": pbt.Float(0.01, 0.3, log=True), "momentum": pbt.Float(0.0, 0.95),
          "label_smoothing": pbt.Float(0.0, 0.2)}

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import select
 
 import torchpbt as pbt
-from torchpbt.lineage import check_log
+from torchpbt.analysis.lineage import check_log
 from torchpbt.store import SQLStore, StoreError
 from torchpbt.store.models import TaskRow
 from torchpbt.store.queue import TaskQueue
@@ -69,7 +69,7 @@ def start_controller(tmp_path: Path, url: str | None, name: str, *, population: 
 
 def start_worker(url: str, name: str, *args: str, pause: float | None = None) -> subprocess.Popen:
     """A worker process; ``pause`` makes each of its intervals take that long."""
-    return _popen([sys.executable, "-m", "torchpbt.cli", "worker", "--storage", url, "--run",
+    return _popen([sys.executable, "-m", "torchpbt", "worker", "--storage", url, "--run",
                    name, "--wait", "60", "--poll", "0.1", *args], pause)
 
 
@@ -205,7 +205,7 @@ def test_controller_crash_resumes_with_workers_running(tmp_path):
     ctl.kill()
     ctl.communicate()
     assert pbt.load(tmp_path / "run").run["status"] == "running"  # as a crash leaves it
-    resumed = subprocess.run([sys.executable, "-m", "torchpbt.cli", "resume",
+    resumed = subprocess.run([sys.executable, "-m", "torchpbt", "resume",
                               str(tmp_path / "run"), "--quiet"],
                              capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
@@ -220,7 +220,7 @@ def test_controller_crash_resumes_with_workers_running(tmp_path):
 def test_worker_for_a_missing_run_says_how_to_fix(tmp_path):
     url = f"sqlite:///{tmp_path / 'x.db'}"
     SQLStore(url).close()
-    out = subprocess.run([sys.executable, "-m", "torchpbt.cli", "worker", "--storage", url,
+    out = subprocess.run([sys.executable, "-m", "torchpbt", "worker", "--storage", url,
                           "--run", "nope"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert "no run named 'nope'" in out.stderr and "--wait" in out.stderr
@@ -242,7 +242,7 @@ def test_workers_started_before_the_run_create_nothing_and_then_train_it(tmp_pat
 
 def test_a_worker_whose_wait_ran_out_says_so(tmp_path):
     url = sqlite_url(tmp_path)
-    out = subprocess.run([sys.executable, "-m", "torchpbt.cli", "worker", "--storage", url,
+    out = subprocess.run([sys.executable, "-m", "torchpbt", "worker", "--storage", url,
                           "--run", "late", "--wait", "1", "--poll", "0.1"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
@@ -299,7 +299,7 @@ def stopped_run(tmp_path):
 
 
 def test_worker_refuses_what_it_cannot_use(tmp_path, stopped_run):
-    from torchpbt.worker_service import serve
+    from torchpbt.backends.worker_service import serve
 
     quiet = dict(log=None)
     with pytest.raises(StoreError, match=r"checkpoints in .*elsewhere/checkpoints, which this "
@@ -314,7 +314,7 @@ def test_worker_refuses_what_it_cannot_use(tmp_path, stopped_run):
 
 
 def test_worker_of_a_finished_run_exits_at_once(tmp_path, stopped_run):
-    from torchpbt.worker_service import serve
+    from torchpbt.backends.worker_service import serve
 
     store = SQLStore(stopped_run, create=False)
     try:
@@ -330,7 +330,7 @@ def test_cli_run_options_choose_where_a_file_runs(tmp_path):
     """`torchpbt run FILE --name --backend --storage -- FILE_ARGS`: the file need not know."""
     url = f"sqlite:///{tmp_path / 'store.db'}"
     out = subprocess.run(
-        [sys.executable, "-m", "torchpbt.cli", "run", "examples/toy_quadratic.py",
+        [sys.executable, "-m", "torchpbt", "run", "examples/toy_quadratic.py",
          "--name", "from-cli", "--backend", "serial", "--storage", url,
          "--", "--steps", "20", "--run-dir", str(tmp_path / "run"), "--quiet"],
         capture_output=True, text=True, timeout=120, cwd=Path(TESTS).parent)

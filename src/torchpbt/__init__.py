@@ -14,27 +14,27 @@ __version__ = "0.1.0"
 
 # public name → the module that defines it
 _EXPORTS = {
-    "CheckpointDir": "checkpoints", "CheckpointError": "checkpoints",
-    "KnowledgeSharing": "distill", "distillation_loss": "distill",
-    "MemberView": "exploit", "Tournament": "exploit", "Truncation": "exploit", "TTest": "exploit",
-    "Perturb": "explore", "Resample": "explore",
-    "check_log": "lineage",
-    "Member": "member", "TorchMember": "member",
-    "PB2": "pb2",
-    "replay": "replay",
-    "write_report": "report",
-    "Result": "result",
-    "resume": "resume",
-    "RunInterrupted": "runner", "load": "runner", "run": "runner",
-    "Schedule": "schedule", "ScheduleError": "schedule",
-    "AsyncScheduler": "scheduler", "Decision": "scheduler", "NoProgress": "scheduler",
-    "PBTConfig": "scheduler", "Report": "scheduler", "SyncScheduler": "scheduler",
-    "Choice": "space", "Float": "space", "Int": "space", "Space": "space",
-    "SpaceError": "space",
+    "CheckpointDir": "engine.checkpoints", "CheckpointError": "engine.checkpoints",
+    "KnowledgeSharing": "ext.knowledge.sharing", "distillation_loss": "ext.knowledge.sharing",
+    "MemberView": "algorithm.exploit", "Tournament": "algorithm.exploit", "Truncation": "algorithm.exploit", "TTest": "algorithm.exploit",
+    "Perturb": "algorithm.explore", "Resample": "algorithm.explore",
+    "check_log": "analysis.lineage",
+    "Member": "engine.member", "TorchMember": "engine.member",
+    "PB2": "algorithm.pb2",
+    "replay": "analysis.replay",
+    "write_report": "ui.report",
+    "Result": "analysis.result",
+    "resume": "engine.resume",
+    "RunInterrupted": "engine.runner", "load": "engine.runner", "run": "engine.runner",
+    "Schedule": "analysis.schedule", "ScheduleError": "analysis.schedule",
+    "AsyncScheduler": "algorithm.scheduler", "Decision": "algorithm.scheduler", "NoProgress": "algorithm.scheduler",
+    "PBTConfig": "algorithm.scheduler", "Report": "algorithm.scheduler", "SyncScheduler": "algorithm.scheduler",
+    "Choice": "algorithm.space", "Float": "algorithm.space", "Int": "algorithm.space", "Space": "algorithm.space",
+    "SpaceError": "algorithm.space",
     "StoreError": "store",
-    "export_tensorboard": "tensorboard",
-    "VectorMember": "vectorized.member",
-    "serve_worker": "worker_service",
+    "export_tensorboard": "analysis.tensorboard",
+    "VectorMember": "backends.vectorized.member",
+    "serve_worker": "backends.worker_service",
 }
 _ALIASES = {"serve_worker": "serve"}
 _SUBMODULES = ("datasets", "nas")
@@ -67,22 +67,29 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what static tools see; at run time the names above load lazily
     from . import datasets, nas
-    from .checkpoints import CheckpointDir, CheckpointError
-    from .distill import KnowledgeSharing, distillation_loss
-    from .exploit import MemberView, Tournament, Truncation, TTest
-    from .explore import Perturb, Resample
-    from .lineage import check_log
-    from .member import Member, TorchMember
-    from .pb2 import PB2
-    from .replay import replay
-    from .report import write_report
-    from .result import Result
-    from .resume import resume
-    from .runner import RunInterrupted, load, run
-    from .schedule import Schedule, ScheduleError
-    from .scheduler import AsyncScheduler, Decision, NoProgress, PBTConfig, Report, SyncScheduler
-    from .space import Choice, Float, Int, Space, SpaceError
+    from .algorithm.exploit import MemberView, Tournament, Truncation, TTest
+    from .algorithm.explore import Perturb, Resample
+    from .algorithm.pb2 import PB2
+    from .algorithm.scheduler import (
+        AsyncScheduler,
+        Decision,
+        NoProgress,
+        PBTConfig,
+        Report,
+        SyncScheduler,
+    )
+    from .algorithm.space import Choice, Float, Int, Space, SpaceError
+    from .analysis.lineage import check_log
+    from .analysis.replay import replay
+    from .analysis.result import Result
+    from .analysis.schedule import Schedule, ScheduleError
+    from .analysis.tensorboard import export_tensorboard
+    from .backends.vectorized.member import VectorMember
+    from .backends.worker_service import serve as serve_worker
+    from .engine.checkpoints import CheckpointDir, CheckpointError
+    from .engine.member import Member, TorchMember
+    from .engine.resume import resume
+    from .engine.runner import RunInterrupted, load, run
+    from .ext.knowledge.sharing import KnowledgeSharing, distillation_loss
     from .store import StoreError
-    from .tensorboard import export_tensorboard
-    from .vectorized.member import VectorMember
-    from .worker_service import serve as serve_worker
+    from .ui.report import write_report

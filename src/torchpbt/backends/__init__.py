@@ -73,7 +73,7 @@ def make_backend(kind: str, member_cls: type, checkpoint_dir: str, workers: int,
     if kind == "serial":
         return SerialBackend(member_cls, checkpoint_dir, devices[0])
     if kind == "vectorized":  # workers is the population: one slot per member
-        from ..vectorized.backend import VectorizedBackend
+        from .vectorized.backend import VectorizedBackend
 
         return VectorizedBackend(member_cls, checkpoint_dir, workers, devices[0])
     if kind == "ray":

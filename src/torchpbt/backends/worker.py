@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoints import CheckpointDir, CheckpointError
-from ..distill import KnowledgeSharing, KnowledgeTable, SharedKnowledge
-from ..member import as_loss, as_score, is_bad_loss
+from ..engine.checkpoints import CheckpointDir, CheckpointError
+from ..engine.member import as_loss, as_score, is_bad_loss
+from ..ext.knowledge.sharing import KnowledgeSharing, KnowledgeTable, SharedKnowledge
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from ..member import Member, optimizer_mapping, push_hparams
+from ..engine.member import Member, optimizer_mapping, push_hparams
 
 try:
     import lightning.pytorch as pl

@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.engine import Engine
 
-from ..faults import crash_point
+from ..engine.faults import crash_point
 from .base import SCHEMA_VERSION, StoreError
 
 VERSION_TABLE = "torchpbt_alembic_version"

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import sessionmaker
 
-from ..faults import crash_point
+from ..engine.faults import crash_point
 from .base import BaseStore, EventRecord, MemberUpdate, StepRecord, StoreError
 from .migrate import ensure_schema
 from .models import (

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_map
 
-from ..member import Member
+from ...engine.member import Member
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 # hparam names each optimizer takes per member (anything else goes to loss/score)

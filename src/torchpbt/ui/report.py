@@ -18,9 +18,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from ..analysis.result import Result
 from . import report_figures as rf
 from .display import fmt
-from .result import Result
 
 FIGURES = (
     ("lineage.png", rf.lineage_figure,

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..store import StoreError
 from .result import Result
-from .store import StoreError
 
 STATE = ".torchpbt-tensorboard.json"
 

@@ -12,7 +12,7 @@ import statistics
 from collections.abc import Mapping
 from typing import Any
 
-from .space import Choice, Domain, Float, Int, Space
+from ..algorithm.space import Choice, Domain, Float, Int, Space
 
 GREY, BEST, DONOR = "#a0a0a0", "#d62728", "#606060"
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..member import TorchMember
+from ...engine.member import TorchMember
 from .genome import ArchSpace, GenomeError
 from .mixing import mix_state
 

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..exploit import MemberView, quantile_count, ranked
-from ..space import Space
+from ...algorithm.exploit import MemberView, quantile_count, ranked
+from ...algorithm.space import Space
 from .genome import ArchSpace
 from .mixing import mix_genomes
 

@@ -12,18 +12,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .backends import ClassRef, check_backend, default_workers, resolve_devices, start_workers
+from ..algorithm.scheduler import PBTConfig, make_scheduler
+from ..algorithm.space import Space
+from ..analysis.result import Result, find_run_of, open_run_store
+from ..backends import ClassRef, check_backend, default_workers, resolve_devices, start_workers
+from ..ext.knowledge.sharing import KnowledgeSharing
+from ..store import EventRecord, StoreError
+from ..ui.display import print_summary
 from .checkpoints import CheckpointDir
 from .controller import Controller, Sharing
-from .display import print_summary
-from .distill import KnowledgeSharing
 from .member import check_member_class
-from .result import Result, find_run_of, open_run_store
 from .runner import add_listeners, check_vectorized, execute, run_lock
-from .scheduler import PBTConfig, make_scheduler
-from .space import Space
 from .specs import from_spec
-from .store import EventRecord, StoreError
 
 _STORED = object()
 

@@ -14,8 +14,13 @@ from typing import Any
 from rich.console import Console
 from sqlalchemy.engine import make_url
 
-from . import __version__
-from .backends import (
+from .. import __version__
+from ..algorithm.exploit import Truncation, check_exploit
+from ..algorithm.explore import Perturb, check_explore
+from ..algorithm.scheduler import NoProgress, PBTConfig, make_scheduler
+from ..algorithm.space import Domain, Space
+from ..analysis.result import DB_NAME, Result, store_url_for
+from ..backends import (
     Backend,
     ClassRef,
     Task,
@@ -26,19 +31,14 @@ from .backends import (
     resolve_devices,
     start_workers,
 )
+from ..ext.knowledge.sharing import KnowledgeSharing
+from ..store import SQLStore, StoreError
+from ..ui.display import LiveDisplay, print_summary
 from .checkpoints import CheckpointDir
 from .controller import Controller, Sharing, WorkersKeepDying
-from .display import LiveDisplay, print_summary
-from .distill import KnowledgeSharing
-from .exploit import Truncation, check_exploit
-from .explore import Perturb, check_explore
 from .member import check_member_class
 from .preflight import PreflightError, preflight
-from .result import DB_NAME, Result, store_url_for
-from .scheduler import NoProgress, PBTConfig, make_scheduler
-from .space import Domain, Space
 from .specs import to_spec
-from .store import SQLStore, StoreError
 
 _DEFAULT = object()
 # set by `torchpbt run FILE --storage/--backend/--name ...`: they win over the file's own
@@ -223,7 +223,7 @@ def run(
         if tensorboard is not None and tensorboard is not False:
             if not isinstance(tensorboard, (bool, str, os.PathLike)):
                 raise ValueError(f"tensorboard={tensorboard!r}: give True or a log directory.")
-            from .tensorboard import check_tensorboard
+            from ..analysis.tensorboard import check_tensorboard
 
             check_tensorboard()
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
@@ -289,7 +289,7 @@ def run(
 
 def check_vectorized(member: type, space: Space, exploit: Any, knowledge: Any) -> None:
     """What the vectorized backend cannot do, refused before any work."""
-    from .vectorized.member import VectorMember, check_vector_member
+    from ..backends.vectorized.member import VectorMember, check_vector_member
 
     if not issubclass(member, VectorMember):
         raise TypeError(
@@ -365,9 +365,9 @@ def _backend(controller: Controller, kind: str, member: type, run_path: Path, wo
     if kind != "workers":
         return make_backend(kind, member, str(run_path / "checkpoints"), workers, devices,
                             started)
-    from .backends.queue import QueueBackend
-    from .backends.worker import task_to_json
-    from .store.queue import TaskQueue
+    from ..backends.queue import QueueBackend
+    from ..backends.worker import task_to_json
+    from ..store.queue import TaskQueue
 
     if progress:
         url = make_url(controller.store.url).render_as_string(hide_password=True)
@@ -381,7 +381,7 @@ def _backend(controller: Controller, kind: str, member: type, run_path: Path, wo
 def add_listeners(controller: Controller, settings: Mapping[str, Any], run_path: Path,
                   storage: str | None) -> None:
     if settings.get("tensorboard"):
-        from .tensorboard import LiveTensorBoard
+        from ..analysis.tensorboard import LiveTensorBoard
 
         controller.listeners.append(LiveTensorBoard(run_path, settings["tensorboard"], storage))
 

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .faults import crash_point
+from ...engine.faults import crash_point
 
 
 @dataclass(frozen=True)

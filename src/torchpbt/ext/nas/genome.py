@@ -66,7 +66,7 @@ class ArchSpace:
 
     def genes(self) -> dict[str, Any]:
         """The positions as ``Gene`` hyperparameters, to merge into the search space."""
-        from ..space import Gene
+        from ...algorithm.space import Gene
 
         return {p: Gene(c) for p, c in self.positions.items()}
 

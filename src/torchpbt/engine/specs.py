@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .backends.worker import ClassRef
-from .exploit import Tournament, Truncation, TTest
-from .explore import Perturb, Resample
-from .pb2 import PB2
-from .store import StoreError
+from ..algorithm.exploit import Tournament, Truncation, TTest
+from ..algorithm.explore import Perturb, Resample
+from ..algorithm.pb2 import PB2
+from ..backends.worker import ClassRef
+from ..store import StoreError
 
 
 class SpecError(StoreError):
@@ -35,7 +35,7 @@ def to_spec(obj: Any) -> dict[str, Any] | None:
     if type(obj) is PB2:
         return {"type": "PB2", "min_points": obj.min_points, "max_points": obj.max_points,
                 "fallback": to_spec(obj.fallback)}
-    from .nas.strategies import Mixing, Mutation
+    from ..ext.nas.strategies import Mixing, Mutation
 
     if type(obj) is Mixing:
         return {"type": "Mixing", "fraction": obj.fraction, "p_donor": obj.p_donor,
@@ -58,7 +58,7 @@ def from_spec(spec: dict[str, Any] | None, what: str) -> Any:
     if spec is None:
         return None
     kind = spec["type"]
-    from .nas.strategies import Mixing, Mutation
+    from ..ext.nas.strategies import Mixing, Mutation
 
     builtins: dict[str, Any] = {"Truncation": Truncation, "TTest": TTest, "Perturb": Perturb,
                                 "Tournament": Tournament, "Resample": Resample,

@@ -22,18 +22,18 @@ from typing import Any
 
 import torch
 
-from .backends.queue import CONTRIBUTIONS, outcome_to_json
-from .backends.worker import (
+from ..engine.resume import member_class_of
+from ..ext.knowledge.sharing import KnowledgeSharing
+from ..store import SQLStore, StoreError
+from ..store.queue import TaskQueue
+from .queue import CONTRIBUTIONS, outcome_to_json
+from .worker import (
     IntervalRunner,
     Outcome,
     _getattr_path,
     load_module_from_path,
     task_from_json,
 )
-from .distill import KnowledgeSharing
-from .resume import member_class_of
-from .store import SQLStore, StoreError
-from .store.queue import TaskQueue
 
 
 class WorkerStopped(KeyboardInterrupt):

@@ -30,12 +30,12 @@ from typing import Any
 
 import torch
 
-from .backends import derive_seed, resolve_devices
-from .backends.worker import seed_everything
-from .checkpoints import _canonical
-from .member import as_score, check_member_class
+from ..backends import derive_seed, resolve_devices
+from ..backends.worker import seed_everything
+from ..engine.checkpoints import _canonical
+from ..engine.member import as_score, check_member_class
+from ..engine.resume import member_class_of
 from .result import Result
-from .resume import member_class_of
 from .schedule import Schedule, ScheduleError, Segment
 
 

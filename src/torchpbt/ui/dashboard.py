@@ -16,9 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..analysis.result import Result
 from .display import fmt, fmt_hparams
 from .report_figures import BEST, DONOR, GREY, hparam_data, lineage_segments, score_bands
-from .result import Result
 
 EVENTS_SHOWN = 30
 

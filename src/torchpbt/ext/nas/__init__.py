@@ -1,7 +1,7 @@
 """PBT-NAS (Chebykin et al., 2023): architectures mixed during training, weights
 inherited with shrink-perturb. Pure decision logic and tensor arithmetic here."""
 
-from ..space import Gene
+from ...algorithm.space import Gene
 from .genome import ArchSpace, GenomeError
 from .member import NASMember
 from .mixing import MixResult, mix_genomes, mix_state, select_parents, shrink_perturb

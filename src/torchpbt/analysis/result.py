@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..store import SQLStore, StoreError
 from . import lineage, tables
-from .store import SQLStore, StoreError
 
 if TYPE_CHECKING:
     import pandas
@@ -106,8 +106,8 @@ class Result:
 
         ``member_class`` overrides the class stored in the run (if it cannot be imported).
         """
-        from .checkpoints import CheckpointDir
-        from .resume import member_class_of
+        from ..engine.checkpoints import CheckpointDir
+        from ..engine.resume import member_class_of
 
         ids = sorted(m["member_id"] for m in self.members)
         row = self.best_member if member_id is None else next(

@@ -17,15 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .backends import Backend, Outcome, Task, derive_seed
-from .backends.worker import KnowledgeTask, task_from_json, task_to_json
+from ..algorithm.scheduler import Decision, Report
+from ..algorithm.space import Space
+from ..backends import Backend, Outcome, Task, derive_seed
+from ..backends.worker import KnowledgeTask, task_from_json, task_to_json
+from ..ext.knowledge.sharing import KnowledgeSharing, KnowledgeTable
+from ..store import EventRecord, IntervalRecord, MemberUpdate, SQLStore, StepRecord
+from ..ui.display import LiveDisplay
 from .checkpoints import CheckpointDir, DeferredDeleter
-from .display import LiveDisplay
-from .distill import KnowledgeSharing, KnowledgeTable
 from .faults import crash_point
-from .scheduler import Decision, Report
-from .space import Space
-from .store import EventRecord, IntervalRecord, MemberUpdate, SQLStore, StepRecord
 
 
 class WorkersKeepDying(RuntimeError):

@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from torch.func import functional_call, vmap
 
-from ..backends.base import Backend
-from ..backends.worker import Outcome, Task, seed_everything
-from ..checkpoints import CheckpointDir, CheckpointError
-from ..member import is_bad_loss
+from ...engine.checkpoints import CheckpointDir, CheckpointError
+from ...engine.member import is_bad_loss
+from ..base import Backend
+from ..worker import Outcome, Task, seed_everything
 from .fast_ops import FastOps
 from .member import (
     OPTIMIZER_STATE,

@@ -17,13 +17,13 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from .backends import BACKENDS, load_module_from_path
+from ..analysis.result import Result
+from ..analysis.schedule import ScheduleError
+from ..analysis.tables import export
+from ..backends import BACKENDS, load_module_from_path
+from ..store import StoreError
 from .display import fmt as fmt_value
 from .display import fmt_hparams, last_exploits, members_table
-from .result import Result
-from .schedule import ScheduleError
-from .store import StoreError
-from .tables import export
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -37,7 +37,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise SystemExit(
             f"torchpbt run: {path} has no main(argv) function; define one that calls torchpbt.run."
         )
-    from .runner import run_overrides
+    from ..engine.runner import run_overrides
 
     with run_overrides(storage=args.storage, backend=args.backend, name=args.name,
                        workers=args.workers, worker_timeout=args.worker_timeout):
@@ -46,7 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from .worker_service import serve
+    from ..backends.worker_service import serve
 
     if args.threads is not None and args.threads < 1:
         raise SystemExit(f"torchpbt worker: --threads {args.threads}: give a positive int.")
@@ -62,7 +62,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from .resume import resume
+    from ..engine.resume import resume
 
     result = resume(args.run_dir, storage=args.storage, backend=args.backend,
                     workers=args.workers, progress=not args.quiet)
@@ -141,7 +141,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .replay import replay_run
+    from ..analysis.replay import replay_run
 
     console = Console()
     table = Table(title="replay", title_justify="left")
@@ -185,7 +185,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _export_tensorboard(args: argparse.Namespace) -> int:
-    from .tensorboard import TensorBoardExport
+    from ..analysis.tensorboard import TensorBoardExport
 
     _check_interval(args)
     with TensorBoardExport(args.run_dir, args.out, args.storage) as tb:
@@ -319,9 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except Exception as exc:
         # bad input found before any work, or a run that stopped and says why: one line
-        from .controller import WorkersKeepDying
-        from .runner import BAD_INPUT
-        from .scheduler import NoProgress
+        from ..algorithm.scheduler import NoProgress
+        from ..engine.controller import WorkersKeepDying
+        from ..engine.runner import BAD_INPUT
 
         if getattr(exc, BAD_INPUT, False) or isinstance(exc, (NoProgress, WorkersKeepDying)):
             if getattr(exc, "traceback", None):

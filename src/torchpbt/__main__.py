@@ -1,0 +1,5 @@
+"""``python -m torchpbt``: the ``torchpbt`` command line."""
+
+from .ui.cli import main
+
+raise SystemExit(main())
