@@ -271,6 +271,9 @@ CASES = [
         ValueError, r"workers=0: give a positive int"),
     bad("backend-gpu", lambda t: run(t, backend="gpu"),
         ValueError, r"backend='gpu': use 'serial', 'local', 'workers', 'ray' or 'vectorized'"),
+    bad("backend-not-a-backend", lambda t: run(t, backend=object()),
+        ValueError, r"backend=<object .*>: use 'serial', .* or pass a torchpbt\.backends\.Backend "
+                    r"instance"),
     bad("worker-timeout-zero", lambda t: run(t, backend="workers", worker_timeout=0),
         ValueError, r"worker_timeout=0: give seconds > 0"),
     bad("worker-timeout-text", lambda t: run(t, worker_timeout="1m"),

@@ -69,9 +69,10 @@ def test_a_batch_is_one_transaction_and_the_run_is_unchanged(tmp_path, monkeypat
         sizes.append(len(steps))
         return record_steps(self, run_id, steps, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "make_backend", _batched)
     monkeypatch.setattr(SQLStore, "record_steps", spy)
-    batched = pbt.run(TinyNet, SPACE, run_dir=tmp_path / "run", **OPTS)
+    run_dir = tmp_path / "run"
+    backend = Batched(TinyNet, str(run_dir / "checkpoints"), "cpu")  # run(backend=instance)
+    batched = pbt.run(TinyNet, SPACE, run_dir=run_dir, **{**OPTS, "backend": backend})
     assert _log(batched) == _log(reference)
     population = OPTS["population"]
     assert sizes[:-1] == [population] * (len(sizes) - 1)  # one commit per generation

@@ -53,7 +53,7 @@ def check_backend(kind: object) -> str:
     """A known backend name whose packages are installed; checked before any work."""
     if kind not in BACKENDS:
         raise ValueError(f"backend={kind!r}: use 'serial', 'local', 'workers', 'ray' or "
-                         "'vectorized'.")
+                         "'vectorized', or pass a torchpbt.backends.Backend instance.")
     if kind == "ray":
         import_ray()
     return str(kind)

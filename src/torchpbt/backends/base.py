@@ -1,10 +1,70 @@
-"""What the runner needs from a backend: submit interval tasks, collect outcomes."""
+"""What the runner needs from a backend: submit interval tasks, collect outcomes.
+
+``Task`` (one member's next interval) goes in, ``Outcome`` (its score, loss and
+checkpoint, or why it failed) comes out. Both are plain values: no torch here.
+"""
 
 from __future__ import annotations
 
 import abc
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from .worker import Outcome, Task
+if TYPE_CHECKING:
+    from ..ext.knowledge.sharing import KnowledgeSharing
+
+
+@dataclass(frozen=True)
+class Task:
+    member_id: int
+    start_step: int
+    steps: int
+    hparams: dict[str, Any]
+    checkpoint: str | None
+    seed: int
+    knowledge: KnowledgeTask | None = None
+    mix: dict[str, Any] | None = None  # torchpbt.nas: build a child of two checkpoints
+
+
+@dataclass(frozen=True)
+class KnowledgeTask:
+    """Which shared-table version an interval reads, and whether its member writes."""
+
+    options: KnowledgeSharing
+    version: int
+    writer: bool
+
+
+@dataclass(frozen=True)
+class Outcome:
+    member_id: int
+    start_step: int
+    end_step: int
+    score: float
+    loss: float | None
+    checkpoint: str | None
+    checkpoint_size: int
+    duration_s: float
+    worker: str
+    error: str | None = None
+    knowledge: dict[str, Any] | None = None  # a writer's predictions: indices, probs
+    crashed: bool = False  # the worker process died: the interval may be retried
+    bad_checkpoint: str | None = None  # the start checkpoint was missing/damaged/refused
+
+    @property
+    def failed(self) -> bool:
+        return self.checkpoint is None
+
+    @classmethod
+    def failure(cls, task: Task, worker: str, error: str, *, crashed: bool = False,
+                duration_s: float = 0.0, loss: float | None = None, score: float = math.nan,
+                bad_checkpoint: str | None = None) -> Outcome:
+        """An interval that left no checkpoint; ``crashed``: its process died, so the
+        controller may run it again."""
+        return cls(task.member_id, task.start_step, task.start_step + task.steps, score, loss,
+                   None, 0, duration_s, worker, error, crashed=crashed,
+                   bad_checkpoint=bad_checkpoint)
 
 
 class Backend(abc.ABC):

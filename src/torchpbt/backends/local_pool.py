@@ -144,5 +144,4 @@ DIED = "worker process died"
 
 
 def died(task: Task, why: str) -> Outcome:
-    return Outcome(task.member_id, task.start_step, task.start_step + task.steps, float("nan"),
-                   None, None, 0, 0.0, "local", why, crashed=why == DIED)
+    return Outcome.failure(task, "local", why, crashed=why == DIED)

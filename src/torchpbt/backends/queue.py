@@ -11,7 +11,6 @@ the controller retries like a dead local worker.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -112,9 +111,7 @@ class QueueBackend(Backend):
         self._seen.pop(task_id, None)
         why = (f"worker {worker} stopped sending heartbeats for {self.timeout:g} s (it died or "
                "lost the database)" if status == "lost" else f"its queue row was {status}")
-        return Outcome(task.member_id, task.start_step, task.start_step + task.steps,
-                       math.nan, None, None, 0, 0.0, worker or "?",
-                       f"interval lost: {why}", crashed=True)
+        return Outcome.failure(task, worker or "?", f"interval lost: {why}", crashed=True)
 
     def abort(self) -> None:
         """Ctrl-C or a fatal error: workers' results for this run will be refused."""

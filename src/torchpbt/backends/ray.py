@@ -196,5 +196,4 @@ class RayBackend(Backend):
 
 
 def _failed(task: Task, why: str, crashed: bool = False) -> Outcome:
-    return Outcome(task.member_id, task.start_step, task.start_step + task.steps, float("nan"),
-                   None, None, 0, 0.0, "ray", why, crashed=crashed)
+    return Outcome.failure(task, "ray", why, crashed=crashed)

@@ -26,48 +26,7 @@ import torch
 from ..engine.checkpoints import CheckpointDir, CheckpointError
 from ..engine.member import as_loss, as_score, is_bad_loss
 from ..ext.knowledge.sharing import KnowledgeSharing, KnowledgeTable, SharedKnowledge
-
-
-@dataclass(frozen=True)
-class Task:
-    member_id: int
-    start_step: int
-    steps: int
-    hparams: dict[str, Any]
-    checkpoint: str | None
-    seed: int
-    knowledge: KnowledgeTask | None = None
-    mix: dict[str, Any] | None = None  # torchpbt.nas: build a child of two checkpoints
-
-
-@dataclass(frozen=True)
-class KnowledgeTask:
-    """Which shared-table version an interval reads, and whether its member writes."""
-
-    options: KnowledgeSharing
-    version: int
-    writer: bool
-
-
-@dataclass(frozen=True)
-class Outcome:
-    member_id: int
-    start_step: int
-    end_step: int
-    score: float
-    loss: float | None
-    checkpoint: str | None
-    checkpoint_size: int
-    duration_s: float
-    worker: str
-    error: str | None = None
-    knowledge: dict[str, Any] | None = None  # a writer's predictions: indices, probs
-    crashed: bool = False  # the worker process died: the interval may be retried
-    bad_checkpoint: str | None = None  # the start checkpoint was missing/damaged/refused
-
-    @property
-    def failed(self) -> bool:
-        return self.checkpoint is None
+from .base import KnowledgeTask, Outcome, Task
 
 
 @dataclass(frozen=True)
@@ -232,9 +191,8 @@ class IntervalRunner:
         bad_checkpoint: str | None = None,
     ) -> Outcome:
         self._live.pop(task.member_id, None)  # its in-memory state is not trustworthy
-        return Outcome(task.member_id, task.start_step, task.start_step + task.steps, score, loss,
-                       None, 0, time.perf_counter() - t0, self.name, error,
-                       bad_checkpoint=bad_checkpoint)
+        return Outcome.failure(task, self.name, error, duration_s=time.perf_counter() - t0,
+                               loss=loss, score=score, bad_checkpoint=bad_checkpoint)
 
 
 def task_to_json(t: Task) -> dict[str, Any]:

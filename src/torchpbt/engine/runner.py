@@ -8,7 +8,9 @@ import fcntl
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from rich.console import Console
@@ -41,21 +43,23 @@ from .preflight import PreflightError, preflight
 from .specs import to_spec
 
 _DEFAULT = object()
-# set by `torchpbt run FILE --storage/--backend/--name ...`: they win over the file's own
-_OVERRIDES: dict[str, Any] = {}
+# what `torchpbt run FILE --storage/--backend/--name ...` chose: it wins over the file's own.
+# A context variable, not a mutable global: each value is set and reset as a whole, and a
+# run in another thread or task never sees another's choices.
+_CLI_CHOICES: ContextVar[Mapping[str, Any]] = ContextVar("torchpbt_cli_choices",
+                                                         default=MappingProxyType({}))
 
 
 @contextmanager
 def run_overrides(**values: Any) -> Iterator[None]:
     """Let a command line choose where and how a job file's ``run`` goes, without the
     file knowing (``None`` values leave the file's choice)."""
-    old = dict(_OVERRIDES)
-    _OVERRIDES.update({k: v for k, v in values.items() if v is not None})
+    chosen = {**_CLI_CHOICES.get(), **{k: v for k, v in values.items() if v is not None}}
+    token = _CLI_CHOICES.set(MappingProxyType(chosen))
     try:
         yield
     finally:
-        _OVERRIDES.clear()
-        _OVERRIDES.update(old)
+        _CLI_CHOICES.reset(token)
 
 
 BAD_INPUT = "_torchpbt_bad_input"
@@ -140,7 +144,7 @@ def run(
     run_dir: str | Path | None = None,
     storage: str | None = None,
     name: str | None = None,
-    backend: str | None = None,
+    backend: str | Backend | None = None,
     workers: int | None = None,
     devices: str | list[str] | None = None,
     progress: bool = True,
@@ -156,10 +160,13 @@ def run(
     Every argument is checked before any directory, store or process is made.
     ``exploit``/``explore`` default to ``Truncation(0.2)`` / ``Perturb()``;
     ``None`` disables them (both ``None`` is random search). ``backend`` is
-    ``"serial"`` (deterministic, in-process), ``"local"`` (process pool of
-    ``workers``, default the number of cores) or ``"ray"`` (``workers`` Ray actors,
-    on a local Ray runtime or the cluster in ``RAY_ADDRESS``; ``pip install
-    torchpbt[ray]``); by default ``local`` when more than one worker is available. ``knowledge_sharing`` turns on distillation
+    ``"serial"`` (deterministic, in-process), ``"local"`` (``workers`` processes,
+    default the number of cores), ``"ray"`` (``workers`` Ray actors, on a local Ray
+    runtime or the cluster in ``RAY_ADDRESS``; ``pip install torchpbt[ray]``) or
+    ``"vectorized"``; by default ``local`` when more than one worker is available. A
+    :class:`torchpbt.backends.Backend` instance is used as given (built for this member
+    class and ``RUN_DIR/checkpoints``; the run closes it); resume such a run with
+    ``resume(..., backend=...)``. ``knowledge_sharing`` turns on distillation
     from the top members (see :class:`torchpbt.KnowledgeSharing`). An interval whose
     worker process dies is run again up to ``max_retries`` times before the member
     counts as failed. Ctrl-C stops cleanly; ``torchpbt.resume(run_dir)`` continues.
@@ -172,11 +179,12 @@ def run(
     ``tensorboard=True`` (or a log directory) keeps TensorBoard scalars per member
     (score, numeric hparams) up to date while the run goes, in ``RUN_DIR/tensorboard``.
     """
-    storage = _OVERRIDES.get("storage", storage)
-    backend = _OVERRIDES.get("backend", backend)
-    name = _OVERRIDES.get("name", name)
-    workers = _OVERRIDES.get("workers", workers)
-    worker_timeout = _OVERRIDES.get("worker_timeout", worker_timeout)
+    cli = _CLI_CHOICES.get()
+    storage = cli.get("storage", storage)
+    backend = cli.get("backend", backend)
+    name = cli.get("name", name)
+    workers = cli.get("workers", workers)
+    worker_timeout = cli.get("worker_timeout", worker_timeout)
     exploit = Truncation(0.2) if exploit is _DEFAULT else exploit
     explore = Perturb() if explore is _DEFAULT else explore
     with bad_input():  # these checks run before anything is written
@@ -229,8 +237,13 @@ def run(
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"max_retries={max_retries!r}: give an int >= 0 (default 2).")
         n_workers = workers or default_workers()
-        backend = check_backend(backend or ("local" if n_workers > 1 else "serial"))
-        if backend == "vectorized":
+        instance = backend if isinstance(backend, Backend) else None
+        if instance is not None:  # built by the caller for this member and run directory
+            backend = instance.name
+            n_workers = workers or getattr(instance, "workers", 1)
+        else:
+            backend = check_backend(backend or ("local" if n_workers > 1 else "serial"))
+        if backend == "vectorized" and instance is None:
             check_vectorized(member, space, exploit, knowledge_sharing)
             n_workers = population  # one batched model holds every member
         if isinstance(worker_timeout, bool) or not isinstance(worker_timeout, (int, float)) \
@@ -241,7 +254,8 @@ def run(
                                    initial_hparams=initial_hparams)
     # the local backend's processes start now and warm up while preflight and the store
     # get ready; they are closed on the way out unless the backend adopted them
-    with start_workers(backend, member, n_workers, device_list) as started:
+    with start_workers(backend if instance is None else "given", member, n_workers,
+                       device_list) as started:
         with bad_input():
             if check_member:
                 preflight(member, scheduler.members[0].hparams, device_list[0])
@@ -277,7 +291,8 @@ def run(
                 tasks = controller.create(name, settings, space)
                 add_listeners(controller, settings, run_path, storage)
                 execute(controller, tasks, member, run_path, backend, n_workers, device_list,
-                        population * steps, steps, 0, progress, name, settings, started)
+                        population * steps, steps, 0, progress, name, settings,
+                        started or instance)
         finally:
             if store is not None:
                 store.close()
@@ -322,9 +337,10 @@ class RunInterrupted(KeyboardInterrupt):
 def execute(controller: Controller, tasks: list[Task], member: type, run_path: Path,
             backend: str, workers: int, devices: list[str], total: int, steps: int,
             done_steps: int, progress: bool, name: str, settings: Mapping[str, Any],
-            started: WorkerSet | None = None) -> None:
+            started: WorkerSet | Backend | None = None) -> None:
     """Drive a created or restored controller to the end; Ctrl-C leaves it resumable.
-    ``started``: the local backend's processes, if they were started ahead."""
+    ``started``: the local backend's processes if they were started ahead, or a backend
+    the caller built."""
     driving = False  # an error before the drive (e.g. the run is held elsewhere) marks nothing
     try:
         with controller.store.exclusive(controller.run_id), \
@@ -361,10 +377,12 @@ def _mark_failed(controller: Controller, reason: str) -> None:
 
 def _backend(controller: Controller, kind: str, member: type, run_path: Path, workers: int,
              devices: list[str], name: str, settings: Mapping[str, Any],
-             progress: bool, started: WorkerSet | None) -> Backend:
+             progress: bool, started: WorkerSet | Backend | None) -> Backend:
+    if isinstance(started, Backend):
+        return started
     if kind != "workers":
         return make_backend(kind, member, str(run_path / "checkpoints"), workers, devices,
-                            started)
+                            started if isinstance(started, WorkerSet) else None)
     from ..backends.queue import QueueBackend
     from ..backends.worker import task_to_json
     from ..store.queue import TaskQueue

@@ -83,9 +83,9 @@ class VectorizedBackend(Backend):
             loss, score = losses[i], scores[i]
             if is_bad_loss(loss) or not math.isfinite(score):
                 self.key[self.slot[t.member_id]] = None  # its weights are not trustworthy
-                out.append(Outcome(t.member_id, t.start_step, t.start_step + steps, score, loss,
-                                   None, 0, dt, self.worker,
-                                   f"training loss is {loss}, score is {score}"))
+                out.append(Outcome.failure(t, self.worker,
+                                           f"training loss is {loss}, score is {score}",
+                                           duration_s=dt, loss=loss, score=score))
                 continue
             key, size = self.checkpoints.save(self._member_state(self.slot[t.member_id]))
             self.key[self.slot[t.member_id]] = key
@@ -94,8 +94,8 @@ class VectorizedBackend(Backend):
         return out
 
     def _failed(self, t: Task, t0: float, error: str, bad: str | None) -> Outcome:
-        return Outcome(t.member_id, t.start_step, t.start_step + t.steps, float("nan"), None,
-                       None, 0, time.perf_counter() - t0, self.worker, error, bad_checkpoint=bad)
+        return Outcome.failure(t, self.worker, error, duration_s=time.perf_counter() - t0,
+                               bad_checkpoint=bad)
 
     # -- bringing slots to their start states ------------------------------------------
     def _slot_of(self, member_id: int) -> int:
