@@ -91,3 +91,11 @@ def test_two_runs_share_one_postgresql_database(tmp_path, pg_url, reference):
     assert (a.run["name"], b.run["name"]) == ("a", "b")
     assert _log(a) == _log(reference) and _log(b) != _log(reference)
     assert _log(pbt.load(tmp_path / "b", pg_url)) == _log(b)
+
+
+def test_without_the_driver_the_postgresql_tests_skip_saying_why(monkeypatch):
+    from pg import PgUnavailable, start_server
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if it were not installed
+    with pytest.raises(PgUnavailable, match=r"psycopg driver is not installed.*torchpbt\[postgres\]"):
+        start_server()

@@ -113,6 +113,11 @@ def _run(cmd: list[str], what: str) -> None:
 
 def start_server() -> PgServer:
     """Start a throwaway cluster; raise PgUnavailable saying why it cannot be."""
+    try:  # without the driver nothing could talk to the server: say so, start nothing
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise PgUnavailable("the psycopg driver is not installed; install it with "
+                            "pip install 'torchpbt[postgres]'") from None
     external = os.environ.get("TORCHPBT_TEST_PG_URL")
     if external:
         server = PgServer(external)
