@@ -76,9 +76,9 @@ def replay_run(run_dir: str | Path, member: int | None = None, *, storage: str |
                ) -> Replayed:
     """:func:`replay` with everything it found: see :class:`Replayed`."""
     result = Result.load(run_dir, storage)
-    cfg = result.run["config"]
+    cfg = result.settings
     schedule = Schedule.from_result(result, member)
-    if cfg.get("knowledge_sharing"):
+    if cfg.knowledge_sharing:
         raise ScheduleError(
             f"run {result.run['name']} used knowledge sharing: its members trained on each "
             "other's predictions, which a single replayed model cannot see; replay needs a run "
@@ -95,9 +95,9 @@ def replay_run(run_dir: str | Path, member: int | None = None, *, storage: str |
             )
     if member_class is None:
         member_class = member_class_of(
-            cfg["member"], "member_class=YourClass to torchpbt.replay")
+            cfg.member, "member_class=YourClass to torchpbt.replay")
     if device is None:
-        device = resolve_devices(cfg.get("devices") or "cpu")[0]
+        device = resolve_devices(cfg.devices or "cpu")[0]
     return replay_schedule(member_class, schedule, device, on_segment)
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..engine.settings import RunSettings
 from ..store import SQLStore, StoreError
 from . import lineage, tables
 
@@ -69,8 +70,13 @@ class Result:
             store.close()
 
     @property
+    def settings(self) -> RunSettings:
+        """The run's settings as it stored them (a typed view of ``run["config"]``)."""
+        return RunSettings.from_dict(self.run["config"])
+
+    @property
     def mode(self) -> str:
-        return self.run["config"]["mode"]
+        return self.settings.mode
 
     def _key(self, score: float | None) -> float:
         if score is None or not math.isfinite(score):
@@ -118,7 +124,7 @@ class Result:
             raise ValueError(f"member {row['member_id']} has no checkpoint yet (it never "
                              "finished an interval); pick another member or let the run go on.")
         cls = member_class or member_class_of(
-            self.run["config"]["member"], "member_class=YourClass to Result.member")
+            self.settings.member, "member_class=YourClass to Result.member")
         inst = cls()
         inst.device = device
         inst.setup(dict(row["hparams"]))

@@ -123,7 +123,7 @@ class Schedule:
             segs.append(Segment(age, age + n, dict(iv["hparams"]), iv["member_id"],
                                 iv["start_step"], iv.get("score"), iv.get("end_checkpoint")))
             age += n
-        return cls(tuple(segs), int(member), result.run["config"].get("seed"),
+        return cls(tuple(segs), int(member), result.settings.seed,
                    result.run.get("name"))
 
     # -- use ----------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ..engine.resume import member_class_of
+from ..engine.settings import RunSettings
 from ..ext.knowledge.sharing import KnowledgeSharing
 from ..store import SQLStore, StoreError
 from ..store.queue import TaskQueue
@@ -59,11 +60,11 @@ def serve(
     say = log or (lambda _msg: None)
     store, found = _find(storage, run, wait)
     try:
-        cfg = found["config"]
+        cfg = RunSettings.from_dict(found["config"])
         if found["status"] in ("done", "failed"):
             say(f"run {run!r} is already {found['status']}; nothing to do.")
             return 0
-        root = Path(run_dir) if run_dir is not None else Path(cfg["run_dir"])
+        root = Path(run_dir) if run_dir is not None else Path(cfg.run_dir)
         checkpoints = root / "checkpoints"
         if not checkpoints.is_dir():
             raise StoreError(
@@ -71,14 +72,13 @@ def serve(
                 "see; mount the run directory (a shared filesystem) at that path or pass "
                 "--run-dir with where it is mounted here."
             )
-        member_cls = _member_class(member, cfg["member"])
-        ks = cfg.get("knowledge_sharing")
-        options = KnowledgeSharing(**ks) if ks else None
+        member_cls = _member_class(member, cfg.member)
+        options = cfg.knowledge
         if threads:
             torch.set_num_threads(threads)
         runner = IntervalRunner(member_cls, str(checkpoints), device)
         queue = TaskQueue(store.engine, found["id"])
-        beat_every = max(0.2, float(cfg.get("worker_timeout", 60.0)) / 6)
+        beat_every = max(0.2, cfg.worker_timeout / 6)
         say(f"worker {runner.name}: run {run!r}, member class {member_cls.__name__}, "
             f"checkpoints in {checkpoints}")
         return _loop(queue, runner, options, root / "knowledge", beat_every, poll, say)

@@ -12,17 +12,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..algorithm.scheduler import PBTConfig, make_scheduler
+from ..algorithm.scheduler import make_scheduler
 from ..algorithm.space import Space
 from ..analysis.result import Result, find_run_of, open_run_store
 from ..backends import ClassRef, check_backend, default_workers, resolve_devices, start_workers
-from ..ext.knowledge.sharing import KnowledgeSharing
 from ..store import EventRecord, StoreError
 from ..ui.display import print_summary
 from .checkpoints import CheckpointDir
 from .controller import Controller, Sharing
 from .member import check_member_class
 from .runner import add_listeners, check_vectorized, execute, run_lock
+from .settings import RunSettings
 from .specs import from_spec
 
 _STORED = object()
@@ -67,37 +67,35 @@ def resume(
                 f"{run_path} was written by a torchpbt without resume support (no controller "
                 "state); start a new run."
             )
-        cfg = run["config"]
-        member = member or member_class_of(cfg["member"])
+        cfg = RunSettings.from_dict(run["config"])
+        member = member or member_class_of(cfg.member)
         check_member_class(member)
         space = Space.from_dict(run["space"])
-        config = PBTConfig(cfg["population"], cfg["ready_every"], cfg["steps"], cfg["mode"],
-                           cfg["burn_in"], cfg["inherit_hparams"], cfg["explore_when"])
-        exploit = from_spec(cfg["exploit_spec"], "exploit") if exploit is _STORED else exploit
-        explore = from_spec(cfg["explore_spec"], "explore") if explore is _STORED else explore
-        ks = cfg.get("knowledge_sharing")
-        options = KnowledgeSharing(**ks) if ks else None
-        scheduler = make_scheduler(cfg["sync"], space, config, exploit, explore, seed=cfg["seed"])
-        backend = check_backend(backend or cfg["backend"])
-        n_workers = workers or (cfg["workers"] if backend == cfg["backend"] else default_workers())
+        exploit = from_spec(cfg.exploit_spec, "exploit") if exploit is _STORED else exploit
+        explore = from_spec(cfg.explore_spec, "explore") if explore is _STORED else explore
+        options = cfg.knowledge
+        scheduler = make_scheduler(cfg.sync, space, cfg.pbt_config, exploit, explore,
+                                   seed=cfg.seed)
+        backend = check_backend(backend or cfg.backend)
+        n_workers = workers or (cfg.workers if backend == cfg.backend else default_workers())
         if backend == "vectorized":  # also when a run of another backend resumes on it
             check_vectorized(member, space, exploit, options)
-            n_workers = cfg["population"]
-        device_list = resolve_devices(devices if devices is not None else cfg["devices"])
+            n_workers = cfg.population
+        device_list = resolve_devices(devices if devices is not None else cfg.devices)
         with start_workers(backend, member, n_workers, device_list) as started, \
                 run_lock(run_path):
             controller = Controller(
-                scheduler, store, CheckpointDir(run_path / "checkpoints"), cfg["seed"],
-                Sharing(options, run_path) if options else None, cfg.get("max_retries", 2))
+                scheduler, store, CheckpointDir(run_path / "checkpoints"), cfg.seed,
+                Sharing(options, run_path) if options else None, cfg.max_retries)
             tasks = controller.restore(run["id"], state)
             add_listeners(controller, cfg, run_path, storage)
             store.record(run["id"], None, [EventRecord("resume", -1, 0, detail={
                 "from_status": run["status"], "running": [t.member_id for t in tasks],
                 "backend": backend})], [], None, status="running")
-            done = sum(m.step for m in scheduler.members.values())
-            execute(controller, tasks, member, run_path, backend, n_workers, device_list,
-                    cfg["population"] * cfg["steps"], cfg["steps"], done, progress, run["name"],
-                    cfg, started)
+            execute(controller, tasks, member=member, run_path=run_path, backend=backend,
+                    workers=n_workers, devices=device_list, settings=cfg, name=run["name"],
+                    progress=progress, started=started,
+                    done_steps=sum(m.step for m in scheduler.members.values()))
     finally:
         store.close()
     result = Result.load(run_path, storage)

@@ -40,6 +40,7 @@ from .checkpoints import CheckpointDir
 from .controller import Controller, Sharing, WorkersKeepDying
 from .member import check_member_class
 from .preflight import PreflightError, preflight
+from .settings import RunSettings
 from .specs import to_spec
 
 _DEFAULT = object()
@@ -267,20 +268,19 @@ def run(
         store = SQLStore(storage) if storage else None
         run_path.mkdir(parents=True, exist_ok=True)
         ref = ClassRef.of(member)
-        settings = {
-            "population": population, "ready_every": ready_every, "steps": steps, "mode": mode,
-            "sync": sync, "burn_in": burn_in, "inherit_hparams": inherit_hparams,
-            "explore_when": explore_when, "seed": seed, "exploit": repr(exploit),
-            "explore": repr(explore), "exploit_spec": to_spec(exploit),
-            "explore_spec": to_spec(explore), "backend": backend, "workers": n_workers,
-            "devices": device_list, "member": {"module": ref.module, "qualname": ref.qualname,
-                                               "path": ref.path},
-            "run_dir": str(run_path.resolve()), "torchpbt": __version__,
-            "knowledge_sharing": knowledge_sharing.to_dict() if knowledge_sharing else None,
-            "max_retries": max_retries, "worker_timeout": float(worker_timeout),
-            "tensorboard": None if tensorboard in (None, False) else
+        settings = RunSettings(
+            population=population, ready_every=ready_every, steps=steps, mode=mode, sync=sync,
+            burn_in=burn_in, inherit_hparams=inherit_hparams, explore_when=explore_when,
+            seed=seed, exploit=repr(exploit), explore=repr(explore),
+            exploit_spec=to_spec(exploit), explore_spec=to_spec(explore), backend=backend,
+            workers=n_workers, devices=device_list,
+            member={"module": ref.module, "qualname": ref.qualname, "path": ref.path},
+            run_dir=str(run_path.resolve()), torchpbt=__version__,
+            knowledge_sharing=knowledge_sharing.to_dict() if knowledge_sharing else None,
+            max_retries=max_retries, worker_timeout=float(worker_timeout),
+            tensorboard=None if tensorboard in (None, False) else
             str(run_path / "tensorboard" if tensorboard is True else Path(tensorboard).resolve()),
-        }
+        )
         try:
             with run_lock(run_path):
                 store = store or SQLStore(store_url_for(run_path))
@@ -288,11 +288,11 @@ def run(
                     scheduler, store, CheckpointDir(run_path / "checkpoints"), seed,
                     Sharing(knowledge_sharing, run_path) if knowledge_sharing else None, max_retries)
                 name = name or run_path.name
-                tasks = controller.create(name, settings, space)
+                tasks = controller.create(name, settings.to_dict(), space)
                 add_listeners(controller, settings, run_path, storage)
-                execute(controller, tasks, member, run_path, backend, n_workers, device_list,
-                        population * steps, steps, 0, progress, name, settings,
-                        started or instance)
+                execute(controller, tasks, member=member, run_path=run_path, backend=backend,
+                        workers=n_workers, devices=device_list, settings=settings, name=name,
+                        progress=progress, started=started or instance)
         finally:
             if store is not None:
                 store.close()
@@ -334,11 +334,12 @@ class RunInterrupted(KeyboardInterrupt):
         self.run_dir = run_dir
 
 
-def execute(controller: Controller, tasks: list[Task], member: type, run_path: Path,
-            backend: str, workers: int, devices: list[str], total: int, steps: int,
-            done_steps: int, progress: bool, name: str, settings: Mapping[str, Any],
+def execute(controller: Controller, tasks: list[Task], *, member: type, run_path: Path,
+            backend: str, workers: int, devices: list[str], settings: RunSettings, name: str,
+            progress: bool, done_steps: int = 0,
             started: WorkerSet | Backend | None = None) -> None:
     """Drive a created or restored controller to the end; Ctrl-C leaves it resumable.
+    ``backend``/``workers``/``devices`` may differ from the stored ``settings`` (resume);
     ``started``: the local backend's processes if they were started ahead, or a backend
     the caller built."""
     driving = False  # an error before the drive (e.g. the run is held elsewhere) marks nothing
@@ -346,7 +347,7 @@ def execute(controller: Controller, tasks: list[Task], member: type, run_path: P
         with controller.store.exclusive(controller.run_id), \
                 _backend(controller, backend, member, run_path, workers, devices, name,
                          settings, progress, started) as be, \
-                LiveDisplay(total, steps, enabled=progress) as live:
+                LiveDisplay(settings.total_steps, settings.steps, enabled=progress) as live:
             live.advance(done_steps)
             driving = True
             controller.drive(be, live, tasks)
@@ -376,7 +377,7 @@ def _mark_failed(controller: Controller, reason: str) -> None:
 
 
 def _backend(controller: Controller, kind: str, member: type, run_path: Path, workers: int,
-             devices: list[str], name: str, settings: Mapping[str, Any],
+             devices: list[str], name: str, settings: RunSettings,
              progress: bool, started: WorkerSet | Backend | None) -> Backend:
     if isinstance(started, Backend):
         return started
@@ -393,15 +394,15 @@ def _backend(controller: Controller, kind: str, member: type, run_path: Path, wo
             f"intervals are queued in the store; start workers (any host that sees {run_path}):"
             f"\n  torchpbt worker --storage '{url}' --run '{name}'", soft_wrap=True)
     return QueueBackend(TaskQueue(controller.store.engine, controller.run_id), task_to_json,
-                        run_path / "knowledge", float(settings.get("worker_timeout", 60.0)))
+                        run_path / "knowledge", settings.worker_timeout)
 
 
-def add_listeners(controller: Controller, settings: Mapping[str, Any], run_path: Path,
+def add_listeners(controller: Controller, settings: RunSettings, run_path: Path,
                   storage: str | None) -> None:
-    if settings.get("tensorboard"):
+    if settings.tensorboard:
         from ..analysis.tensorboard import LiveTensorBoard
 
-        controller.listeners.append(LiveTensorBoard(run_path, settings["tensorboard"], storage))
+        controller.listeners.append(LiveTensorBoard(run_path, settings.tensorboard, storage))
 
 
 @contextmanager

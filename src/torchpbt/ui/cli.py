@@ -75,7 +75,6 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def status_view(result: Result, note: str = "") -> Group:
     """The status of a run as one renderable: header, member table, last failure."""
-    cfg = result.run["config"]
     parts: list[Any] = [Text.from_markup(
         f"run [bold]{escape(result.run['name'])}[/] — {result.run['status']}, "
         f"{len(result.exploits)} exploits, {result.member_steps} member-steps, "
@@ -85,7 +84,7 @@ def status_view(result: Result, note: str = "") -> Group:
         parts.append(Text(f"stopped: {stopped}", style="red"))
     last = last_exploits(result.events)
     rows = [{**m, "last_exploit": last.get(m["member_id"])} for m in result.members]
-    parts.append(members_table(rows, cfg.get("steps")))
+    parts.append(members_table(rows, result.settings.steps))
     failures = [e for e in result.events if e["kind"] == "fail"]
     if failures:
         fail = failures[-1]

@@ -123,11 +123,10 @@ def event_rows(result: Result, last: int = EVENTS_SHOWN) -> list[dict[str, Any]]
 
 
 def summary(result: Result) -> str:
-    cfg = result.run["config"]
     best = result.best_member
     return (f"run {result.run['name']} · {result.run['status']} · {len(result.members)} "
             f"members · {len(result.intervals)} intervals · {len(result.exploits)} exploits "
-            f"· {cfg.get('steps')} steps each · best member {best['member_id']} "
+            f"· {result.settings.steps} steps each · best member {best['member_id']} "
             f"score {fmt(best['score'])}")
 
 

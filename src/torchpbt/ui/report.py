@@ -87,11 +87,11 @@ def _score(v: Any) -> str:
 
 def render_html(result: Result, figures: list[tuple[str, str]], generated: str) -> str:
     """The page, given the figure files (relative names) and captions."""
-    run, cfg = result.run, result.run["config"]
+    run, cfg = result.run, result.settings
     best = rf.best_member(result)
     kinds = Counter(e["kind"] for e in result.events)
     done_steps = sum(m["step"] for m in result.members)
-    total = cfg.get("population", len(result.members)) * cfg.get("steps", 0)
+    total = cfg.total_steps
     status = str(run.get("status", "?"))
     parts = [f"<h1>torchpbt report: {_e(run['name'])} "
              f'<span class="status {_e(status)}">{_e(status)}</span></h1>',
@@ -119,13 +119,13 @@ def render_html(result: Result, figures: list[tuple[str, str]], generated: str) 
                 ("created", run.get("created_at", "")), ("last update", run.get("updated_at", ""))]
     parts += ['<div class="cols"><div><h2>Summary</h2>', _kv(summary), "</div>"]
     parts += ["<div><h2>Configuration</h2>", _kv([
-        ("population", cfg.get("population")), ("steps per member", cfg.get("steps")),
-        ("ready every", cfg.get("ready_every")), ("exploit", cfg.get("exploit")),
-        ("explore", cfg.get("explore")), ("asynchrony", "sync (generations)" if cfg.get("sync")
-                                          else "async (the paper's)"),
-        ("backend", cfg.get("backend") if cfg.get("backend") == "serial"
-         else f"{cfg.get('backend')} ({cfg.get('workers')} workers)"),
-        ("seed", cfg.get("seed")), ("store", result.storage)]), "</div></div>"]
+        ("population", cfg.population), ("steps per member", cfg.steps),
+        ("ready every", cfg.ready_every), ("exploit", cfg.exploit),
+        ("explore", cfg.explore), ("asynchrony", "sync (generations)" if cfg.sync
+                                   else "async (the paper's)"),
+        ("backend", cfg.backend if cfg.backend == "serial"
+         else f"{cfg.backend} ({cfg.workers} workers)"),
+        ("seed", cfg.seed), ("store", result.storage)]), "</div></div>"]
     space = rf.run_space(result)
     if space is not None:
         parts += ["<h2>Search space</h2>",
