@@ -20,10 +20,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests examples benchmarks
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests examples benchmarks
+	$(VENV)/bin/mypy
 
 # Ray Tune is a benchmark-only dependency (benchmarks/vs_ray_tune.py): the bench extra.
 BENCH_STAMP := $(VENV)/.installed-bench

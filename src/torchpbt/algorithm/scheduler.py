@@ -15,7 +15,7 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from .curve import LearningCurve
 from .exploit import MemberView, pick_replacement, quantile_count
@@ -189,10 +189,10 @@ class _Scheduler:
                     self._rank(other)
         self._rank(m)
         self._check_progress(m)
-        score = m.history[-1] if math.isfinite(m.history[-1]) else None
+        latest = m.history[-1] if math.isfinite(m.history[-1]) else None
         if self.history_size:
-            self._observe(m, score)
-        m.baseline = score  # a member that trains on starts from these weights
+            self._observe(m, latest)
+        m.baseline = latest  # a member that trains on starts from these weights
         return m
 
     def _check_progress(self, m: MemberState) -> None:
@@ -221,7 +221,7 @@ class _Scheduler:
         """
         if score is not None and m.baseline is None:
             return
-        tunable = self.space.tunable() or {}
+        tunable: Mapping[str, Any] = self.space.tunable() or {}
         self.observations.append(Observation(
             m.reported / self.config.ready_every, {n: m.hparams[n] for n in tunable},
             None if score is None else score - m.baseline))  # type: ignore[operator]
@@ -229,7 +229,7 @@ class _Scheduler:
 
     def _context(self, m: MemberState) -> ExploreContext:
         """The history an explore asked for, and what every other member is training with."""
-        tunable = self.space.tunable() or {}
+        tunable: Mapping[str, Any] = self.space.tunable() or {}
         every = self.config.ready_every
         pending = [((o.step + self._next_steps(o)) / every, {n: o.hparams[n] for n in tunable})
                    for o in self.members.values()
@@ -312,7 +312,8 @@ class _Scheduler:
             # Protocol check costs microseconds)
             plan = None if picked is None or isinstance(picked, int) else \
                 picked if isinstance(picked, PlanLike) else None
-            donor_id = plan.base if plan is not None else picked
+            # anything else is refused by _check_donor just below
+            donor_id = plan.base if plan is not None else cast("int | None", picked)
             reason = getattr(plan, "kind", "exploit")
             self._check_donor(donor_id, m.member_id)
         if donor_id is None:
@@ -404,7 +405,7 @@ class _Scheduler:
                  m: MemberState) -> tuple[dict[str, Any], dict[str, str]]:
         """Explore the hyperparameters only: architecture genes are left to the strategy."""
         sub = self.space.tunable()
-        if sub is None:
+        if sub is None or self.explore is None:
             return dict(hparams), {}
         context = self._context(m) if self.history_size else None
         new, ops = apply_explore(self.explore, {n: hparams[n] for n in sub}, sub, self.rng,
@@ -516,7 +517,7 @@ class _Pinned(Mapping[int, Donor]):
         d = self._members[member_id]
         return d.checkpoint, d.hparams, d.step, d.history
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self):
         return iter(self._members)
 
     def __len__(self) -> int:

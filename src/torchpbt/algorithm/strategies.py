@@ -27,11 +27,17 @@ from .space import Space
 
 @runtime_checkable
 class PlanLike(Protocol):
-    """An architecture strategy's answer: who the child is built from."""
+    """An architecture strategy's answer: who the child is built from (read-only, so a
+    frozen dataclass or a NamedTuple fulfils it)."""
 
-    base: int
-    donor: int | None
-    kind: str  # "mix" | "mutate" | "copy"
+    @property
+    def base(self) -> int: ...
+
+    @property
+    def donor(self) -> int | None: ...
+
+    @property
+    def kind(self) -> str: ...  # "mix" | "mutate" | "copy"
 
 
 class ExploitStrategy(Protocol):

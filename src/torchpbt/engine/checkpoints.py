@@ -47,7 +47,7 @@ def _canonical(obj: Any) -> Any:
         out = type(obj)((_canonical(k), _canonical(v)) for k, v in obj.items())
         meta = getattr(obj, "_metadata", None)  # a module state_dict's version info
         if meta is not None:
-            out._metadata = _canonical(meta)  # type: ignore[attr-defined]
+            out._metadata = _canonical(meta)
         return out
     if isinstance(obj, list):
         return [_canonical(v) for v in obj]

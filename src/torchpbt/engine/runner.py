@@ -241,7 +241,7 @@ def run(
         instance = backend if isinstance(backend, Backend) else None
         if instance is not None:  # built by the caller for this member and run directory
             backend = instance.name
-            n_workers = workers or getattr(instance, "workers", 1)
+            n_workers = workers or int(getattr(instance, "workers", 1))
         else:
             backend = check_backend(backend or ("local" if n_workers > 1 else "serial"))
         if backend == "vectorized" and instance is None:
@@ -278,8 +278,7 @@ def run(
             run_dir=str(run_path.resolve()), torchpbt=__version__,
             knowledge_sharing=knowledge_sharing.to_dict() if knowledge_sharing else None,
             max_retries=max_retries, worker_timeout=float(worker_timeout),
-            tensorboard=None if tensorboard in (None, False) else
-            str(run_path / "tensorboard" if tensorboard is True else Path(tensorboard).resolve()),
+            tensorboard=_tensorboard_dir(tensorboard, run_path),
         )
         try:
             with run_lock(run_path):
@@ -300,6 +299,13 @@ def run(
     if summary if summary is not None else progress:
         print_summary(result)
     return result
+
+
+def _tensorboard_dir(tensorboard: bool | str | os.PathLike[str] | None,
+                     run_path: Path) -> str | None:
+    if tensorboard is None or tensorboard is False:
+        return None
+    return str(run_path / "tensorboard" if tensorboard is True else Path(tensorboard).resolve())
 
 
 def check_vectorized(member: type, space: Space, exploit: Any, knowledge: Any) -> None:
