@@ -1,7 +1,12 @@
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(__file__))  # tests/helpers.py, also for spawned workers
+# tests/helpers.py and every test folder (one test module may import another's constants),
+# also for spawned workers, which inherit sys.path
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [_HERE] + sorted(
+    os.path.join(_HERE, d) for d in os.listdir(_HERE)
+    if os.path.isdir(os.path.join(_HERE, d)) and d not in ("data", "__pycache__"))
 
 from pg import pg_server, pg_url, store_url  # noqa: E402, F401  (fixtures)
 

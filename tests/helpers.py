@@ -77,6 +77,15 @@ class Quadratic(pbt.Member):
 QSPACE = {"lr": pbt.Float(1e-3, 0.5, log=True)}
 
 
+class PacedQuadratic(Quadratic):
+    """Intervals take 50 ms: a scheduler hiccup on a loaded machine cannot let one actor
+    train its members to the end before the other has reported a first score."""
+
+    def train(self, steps):
+        time.sleep(0.05)
+        return super().train(steps)
+
+
 class NaNScore(Quadratic):
     """Scores NaN whenever lr is above 0.3 (a diverged model)."""
 
@@ -229,7 +238,7 @@ def chains_are_complete(r: pbt.Result, steps: int) -> None:
 # A job file for Ctrl-C tests: members train slowly once the test has created ``flag``.
 SLOW_SCRIPT = """
 import os, sys, time
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{tests!r}, {tests!r} + "/.."]
 import torchpbt as pbt
 from helpers import SPACE, TinyNet
 

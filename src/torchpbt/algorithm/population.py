@@ -1,7 +1,7 @@
 """The population exploit sees, kept ranked as reports arrive. Pure logic, no I/O.
 
-Ranking a snapshot afresh for every ready member costs O(n log n) a report
-(73 ms at 10,000 members). The scheduler instead keeps a :class:`Ranking` up to
+Ranking a snapshot afresh for every ready member costs O(n log n) a report, which
+dominates at thousands of members. The scheduler instead keeps a :class:`Ranking` up to
 date (one member moves per report: O(log n) comparisons and one memmove), and
 hands exploit strategies a :class:`Population`: a sequence of ``MemberView``
 (in member-id order, built on access) that also answers rank queries in

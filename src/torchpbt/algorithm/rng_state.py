@@ -36,8 +36,8 @@ def decode_rng(rng: random.Random, state: Any) -> None:
 
 class RngEncoder:
     """:func:`encode_rng`, redone only when the generator has moved since the last call:
-    most steps draw no random number, and encoding its 2.5 KB state every step was ~5%
-    of a step's cost at 10,000 members."""
+    most steps draw no random number, and encoding its 2.5 KB state every step shows in
+    a large population's per-step cost."""
 
     def __init__(self) -> None:
         self._state: tuple[Any, ...] | None = None

@@ -113,7 +113,7 @@ def seed_everything(seed: int) -> None:
     else:
         # CPU only: the one generator there is. torch.manual_seed would also queue a
         # seed for CUDA, which never initialises here, formatting a stack trace for it
-        # each time (~0.3 ms: twice per interval, the most of a short interval's cost)
+        # each time (twice per interval: most of a short interval's cost)
         torch.default_generator.manual_seed(seed)
 
 

@@ -76,7 +76,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=10000")
     # copy the log into the database every ~40 MB rather than 4 MB: pages a run rewrites
     # all the time (its members, the run row) are then copied once per checkpoint, not
-    # ten times (~7% of a step's cost at 10,000 members)
+    # ten times
     cur.execute("PRAGMA wal_autocheckpoint=10000")
     cur.close()
 
@@ -306,8 +306,8 @@ class SQLStore(BaseStore):
     @contextmanager
     def _writing(self) -> Iterator[Any]:
         """A transaction on the store's own writer connection, checked out of the pool once:
-        a checkout per step, and the rollback the pool runs on its return, cost ~10% of a
-        step's commit."""
+        a checkout per step, and the rollback the pool runs on its return, cost a visible
+        share of a step's commit."""
         if self._writer is None:
             self._writer = self.engine.raw_connection()
         conn = self._writer

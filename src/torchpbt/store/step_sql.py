@@ -1,9 +1,9 @@
 """The statements one controller step commits, compiled once and run on the driver.
 
-A step's commit runs ~7 small statements, once per interval. SQLAlchemy's execution
-machinery (cache key, execution context, result) costs ~40-70 µs per statement, more
-than SQLite takes to run one, and was over half of the controller's time per event at
-10,000 members. So these few statements are compiled once per engine with SQLAlchemy
+A step's commit runs a few small statements, once per interval. SQLAlchemy's execution
+machinery (cache key, execution context, result) costs more per statement than SQLite
+takes to run one, and was most of the controller's time per event in a large
+population (benchmarks/scale.py). So these few statements are compiled once per engine with SQLAlchemy
 and handed to the DB-API cursor with the dialect's own bind processors: the SQL text
 and the stored values are the ones SQLAlchemy would send, without the per-call cost.
 Everything else in the store goes through SQLAlchemy as usual.

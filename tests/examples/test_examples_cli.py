@@ -16,7 +16,9 @@ import torchpbt as pbt
 from torchpbt.analysis.replay import replay_run
 from torchpbt.ui.cli import main as cli_main
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # end to end: processes, files, browsers
+
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
 

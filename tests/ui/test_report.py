@@ -153,7 +153,7 @@ def test_report_of_a_run_with_no_scores_yet(finished, tmp_path):
 
 CRASH = """
 import sys
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{tests!r}, {tests!r} + "/.."]
 import torchpbt as pbt
 from helpers import SPACE, TinyNet
 pbt.run(TinyNet, SPACE, population=4, ready_every=5, steps=30, backend="serial", seed=11,

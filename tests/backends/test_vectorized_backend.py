@@ -138,7 +138,7 @@ def test_a_scalar_loss_with_different_batch_sizes_fails_loudly(tmp_path):
 
 CRASH_SCRIPT = """
 import sys
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{tests!r}, {tests!r} + "/.."]
 import torchpbt as pbt
 from test_vectorized_backend import SPACE, Blobs
 pbt.run(Blobs, SPACE, population=4, steps=30, ready_every=10, seed=3,

@@ -15,7 +15,9 @@ import torch
 import torchpbt as pbt
 from torchpbt.backends.worker import seed_everything
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # end to end: processes, files, browsers
+
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
 sys.path.insert(0, str(EXAMPLES))

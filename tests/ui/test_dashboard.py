@@ -17,7 +17,9 @@ import torchpbt as pbt
 from torchpbt.store import StoreError
 from torchpbt.ui import dashboard
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # end to end: processes, files, browsers
+
+ROOT = Path(__file__).resolve().parents[2]
 TESTS = Path(__file__).resolve().parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -83,7 +85,7 @@ def _has_intervals(run_dir: Path) -> bool:
 
 RUNNING = """
 import sys
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{tests!r}, {tests!r} + "/.."]
 import torchpbt as pbt
 from helpers import QSPACE, SlowQuadratic
 

@@ -24,7 +24,7 @@ KS = {"alpha": 0.5, "top_k": 2, "refresh_every": 2}
 
 SCRIPT = """
 import json, sys
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{tests!r}, {tests!r} + "/.."]
 import torchpbt as pbt
 from helpers import SPACE, TinyNet, TinyKS
 opts = json.loads({opts!r})
@@ -130,7 +130,7 @@ def test_two_crashes_in_a_row_then_resume_via_cli(tmp_path, reference):
     run_dir = tmp_path / "run"
     _crash_run(run_dir, "store_commit:4")
     env = {**os.environ, "TORCHPBT_CRASH_AT": "checkpoint_write:3",
-           "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "torchpbt", "resume", str(run_dir), "--quiet"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
@@ -228,7 +228,7 @@ def test_sigkilled_controller_leaves_no_worker_behind(tmp_path):
 
 SHARED = """
 import sys
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{tests!r}, {tests!r} + "/.."]
 import torchpbt as pbt
 from helpers import SPACE, TinyNet
 pbt.run(TinyNet, SPACE, population=4, ready_every=5, steps=30, backend="serial", seed={seed},

@@ -19,7 +19,9 @@ from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from torchpbt.integrations.lightning import LightningMember  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # end to end: processes, files, browsers
+
+ROOT = Path(__file__).resolve().parents[2]
 SPACE = {"lr": pbt.Float(1e-2, 0.5, log=True), "momentum": pbt.Float(0.0, 0.9)}
 
 

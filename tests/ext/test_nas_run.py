@@ -170,7 +170,7 @@ def test_population_of_different_architectures_runs_and_checkpoints_restore(tmp_
 
 CRASH = """
 import sys
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{tests!r}, {tests!r} + "/.."]
 import torchpbt as pbt
 from helpers import NAS_SPACE, TinyNAS
 from torchpbt.nas import Mixing

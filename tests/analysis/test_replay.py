@@ -18,7 +18,7 @@ from torchpbt.analysis.replay import replay_run, replay_schedule
 from torchpbt.ui import cli
 from torchpbt.ui.cli import main as cli_main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,8 @@ from test_resume import OPTS, SCRIPT, TESTS, _log
 import torchpbt as pbt
 from torchpbt.ui.cli import main as cli
 
+pytestmark = pytest.mark.slow  # end to end: processes, files, browsers
+
 
 @pytest.fixture(scope="module")
 def reference(pg_server, tmp_path_factory):

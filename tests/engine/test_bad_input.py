@@ -542,7 +542,7 @@ def test_a_user_strategy_error_names_the_strategy_and_marks_the_run_failed(tmp_p
 
 
 def test_the_cli_prints_bad_input_as_one_line_and_exits_2(tmp_path):
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     p = subprocess.run([sys.executable, "-m", "torchpbt", "run", str(root / "examples" / "mnist.py"),
                         "--", "--population", "1", "--quiet"], cwd=tmp_path, capture_output=True,
                        text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(root / "src")})
@@ -578,7 +578,7 @@ def test_every_interval_failing_stops_with_the_first_error(tmp_path, member, why
 
 
 def test_the_cli_exits_1_with_the_reason_when_a_run_cannot_make_progress(tmp_path):
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     (tmp_path / "failing.py").write_text(
         "import torchpbt as pbt\n"
         "class M(pbt.Member):\n"

@@ -24,6 +24,8 @@ from torchpbt.store import SQLStore, StoreError
 from torchpbt.store.models import TaskRow
 from torchpbt.store.queue import TaskQueue
 
+pytestmark = pytest.mark.slow  # end to end: processes, files, browsers
+
 TESTS = str(Path(__file__).resolve().parent)
 STEPS = 40
 _STARTED: list[subprocess.Popen] = []
@@ -55,7 +57,7 @@ def start_controller(tmp_path: Path, url: str | None, name: str, *, population: 
     script = tmp_path / "controller.py"
     script.write_text(textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {TESTS!r})
+        sys.path[:0] = [{TESTS!r}, {TESTS!r} + "/.."]
         import torchpbt as pbt
         from helpers import QSPACE, SPACE, SlowQuadratic, TinyKS
         if __name__ == "__main__":
@@ -333,7 +335,7 @@ def test_cli_run_options_choose_where_a_file_runs(tmp_path):
         [sys.executable, "-m", "torchpbt", "run", "examples/toy_quadratic.py",
          "--name", "from-cli", "--backend", "serial", "--storage", url,
          "--", "--steps", "20", "--run-dir", str(tmp_path / "run"), "--quiet"],
-        capture_output=True, text=True, timeout=120, cwd=Path(TESTS).parent)
+        capture_output=True, text=True, timeout=120, cwd=Path(TESTS).parents[1])
     assert out.returncode == 0, out.stderr
     result = pbt.load(tmp_path / "run", url)
     assert result.run["name"] == "from-cli"

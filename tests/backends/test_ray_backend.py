@@ -18,11 +18,21 @@ import uuid
 from pathlib import Path
 
 import pytest
-from helpers import QSPACE, SLOW_SCRIPT, SPACE, Quadratic, TinyNet, chains_are_complete
+from helpers import (
+    QSPACE,
+    SLOW_SCRIPT,
+    SPACE,
+    PacedQuadratic,
+    Quadratic,
+    TinyNet,
+    chains_are_complete,
+)
 
 import torchpbt as pbt
 from torchpbt.backends import RayBackend, Task, load_module_from_path
 from torchpbt.ui.cli import main as cli_main
+
+pytestmark = pytest.mark.slow  # end to end: processes, files, browsers
 
 if os.environ.get("CI"):
     import ray  # CI installs the dev extra: a missing ray is a failure, not a skip
@@ -62,15 +72,6 @@ def _comparable(r: pbt.Result) -> tuple[list, list]:
     ev = sorted((e["kind"], e["member_id"], e["step"], e["donor_id"], e["donor_step"],
                  str(e["new_hparams"])) for e in r.events)
     return iv, ev
-
-
-class PacedQuadratic(Quadratic):
-    """Intervals take 50 ms: a scheduler hiccup on a loaded machine cannot let one actor
-    train its members to the end before the other has reported a first score."""
-
-    def train(self, steps):
-        time.sleep(0.05)
-        return super().train(steps)
 
 
 def test_ray_run_completes_with_a_consistent_lineage(runtime, tmp_path):
@@ -128,7 +129,7 @@ def test_actors_keep_their_members_in_memory(runtime, tmp_path):
 
 DIES_ONCE = """
 import os, sys
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{tests!r}, {tests!r} + "/.."]
 from helpers import Quadratic
 
 class DiesOnce(Quadratic):

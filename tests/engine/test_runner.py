@@ -183,7 +183,7 @@ def test_local_backend_two_workers_completes_with_full_log(tmp_path):
 
 LONG_LOCAL_RUN = """
 import sys
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{tests!r}, {tests!r} + "/.."]
 from helpers import QSPACE, Quadratic
 import torchpbt as pbt
 if __name__ == "__main__":

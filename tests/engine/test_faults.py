@@ -84,7 +84,7 @@ def test_workers_that_never_finish_anything_stop_the_run_with_a_clear_error(tmp_
 
 SLOW_AND_ONE_DIES = """
 import os, sys, time
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{tests!r}, {tests!r} + "/.."]
 from helpers import Quadratic
 
 class SlowOneDies(Quadratic):

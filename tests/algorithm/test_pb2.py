@@ -37,7 +37,7 @@ from torchpbt.algorithm.space import Choice, Float, Int, Space
 from torchpbt.engine.specs import from_spec, to_spec
 
 TESTS = Path(__file__).parent
-EXAMPLES = TESTS.parent / "examples"
+EXAMPLES = TESTS.parents[1] / "examples"
 H = Space({"h": Float(0.0, 1.0)})
 
 
@@ -400,7 +400,7 @@ def test_run_refuses_a_choice_space_before_any_work(tmp_path):
 OPTS = dict(population=4, ready_every=5, steps=30, backend="serial", seed=5, progress=False)
 SCRIPT = """
 import sys
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{tests!r}, {tests!r} + "/.."]
 import torchpbt as pbt
 from helpers import SPACE, TinyNet
 pbt.run(TinyNet, SPACE, exploit=pbt.Truncation(0.25), explore=pbt.PB2(min_points=2),

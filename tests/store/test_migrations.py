@@ -27,10 +27,10 @@ from torchpbt.store.migrate import HEAD, VERSION_TABLE, alembic_config, read_ver
 from torchpbt.store.models import Base
 from torchpbt.ui.cli import main as cli
 
-DUMP = Path(__file__).parent / "data" / "store-schema1.sql"  # a run written by torchpbt 0.1
+DUMP = Path(__file__).parents[1] / "data" / "store-schema1.sql"  # a run written by torchpbt 0.1
 # a sync run written by schema 2 and killed mid-generation (members 0, 1 waiting, 2 running),
 # with the checkpoints it still referenced
-SCHEMA2 = Path(__file__).parent / "data" / "store-schema2-sync"
+SCHEMA2 = Path(__file__).parents[1] / "data" / "store-schema2-sync"
 RUN_DIR = "/runs/old"
 
 

@@ -46,7 +46,7 @@ def install() -> None:
 
 SCRIPT = """
 import json, sys
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{tests!r}, {tests!r} + "/.."]
 import torchpbt as pbt
 import test_group_commit
 from helpers import SPACE, TinyNet
