@@ -7,7 +7,7 @@ import datetime as dt
 import fcntl
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from contextvars import ContextVar
 from pathlib import Path
 from types import MappingProxyType
@@ -255,8 +255,8 @@ def run(
                                    initial_hparams=initial_hparams)
     # the local backend's processes start now and warm up while preflight and the store
     # get ready; they are closed on the way out unless the backend adopted them
-    with start_workers(backend if instance is None else "given", member, n_workers,
-                       device_list) as started:
+    with (start_workers(backend, member, n_workers, device_list) if instance is None
+          else nullcontext()) as started:
         with bad_input():
             if check_member:
                 preflight(member, scheduler.members[0].hparams, device_list[0])
