@@ -53,3 +53,14 @@ def test_every_module_lives_in_a_layer_folder():
     # a new module goes into the layer it belongs to, not back to the top of the package
     top = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert top == ["__init__.py", "__main__.py", "datasets.py", "nas.py"], top
+
+
+def test_the_core_never_imports_an_extension():
+    # extensions plug in through engine/extension.py: hooks and options are named there by
+    # import path, so core code depends on the seam, never on an extension's modules
+    core = [p for p in PACKAGE.rglob("*.py")
+            if p.relative_to(PACKAGE).parts[0] not in ("ext", "__init__.py", "nas.py")]
+    assert len(core) > 40
+    for path in core:
+        for name in _imports(path):
+            assert not name.startswith("torchpbt.ext"), (str(path.relative_to(PACKAGE)), name)

@@ -387,7 +387,7 @@ def test_run_end_to_end_on_the_toy(tmp_path):
     assert ucb and len(ucb) < len(exploits)  # the GP takes over once it has data
     assert all(0.0 <= e["new_hparams"][h] <= 1.0 for e in exploits for h in ("h0", "h1"))
     assert r.best_score > 1.0
-    assert r.run["config"]["explore_spec"]["type"] == "PB2"
+    assert r.run["config"]["explore_spec"]["type"] == "torchpbt.algorithm.pb2:PB2"
 
 
 def test_run_refuses_a_choice_space_before_any_work(tmp_path):

@@ -282,7 +282,7 @@ def test_knowledge_sharing_runs_over_workers(tmp_path):
     versions = [e["detail"]["version"] for e in result.events if e["kind"] == "knowledge"]
     assert versions and versions == list(range(1, len(versions) + 1))
     # every writer's predictions were merged and their hand-over files removed
-    assert not list((tmp_path / "run" / "knowledge" / "contributions").glob("*.pt"))
+    assert not list((tmp_path / "run" / "outcome-extras").glob("*.pt"))
 
 
 @pytest.fixture

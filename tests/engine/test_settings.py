@@ -14,7 +14,7 @@ def test_a_runs_settings_read_back_by_attribute_and_round_trip(tmp_path):
                 backend="serial", max_retries=1, progress=False, run_dir=tmp_path / "r")
     s = r.settings
     assert (s.population, s.steps, s.ready_every, s.seed, s.backend) == (3, 6, 2, 4, "serial")
-    assert s.max_retries == 1 and s.total_steps == 18 and s.knowledge is None
+    assert s.max_retries == 1 and s.total_steps == 18 and s.extensions(tmp_path) == []
     assert s.pbt_config.population == 3 and s.member_ref.resolve() is Quadratic
     assert s.to_dict() == r.run["config"]  # the stored JSON is exactly what it writes
     assert RunSettings.from_dict(s.to_dict()) == s

@@ -87,7 +87,7 @@ def test_cartpole_through_the_cli_counts_env_steps_and_is_deterministic(tmp_path
     assert [(s["member_id"], s["step"], s["score"]) for s in a.scores] == [
         (s["member_id"], s["step"], s["score"]) for s in b.scores]
     store = pbt.CheckpointDir(a.run_dir / "checkpoints")
-    assert a.run["config"]["explore_spec"]["type"] == "PB2"
+    assert a.run["config"]["explore_spec"]["type"] == "torchpbt.algorithm.pb2:PB2"
     for m in a.members:  # the weights' env-step counter: 4 steps of 256 transitions
         assert store.load(m["checkpoint"])["extra"]["env_steps"] == 4 * cartpole.ENV_STEPS_PER_STEP
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from helpers import SPACE, TinyKS
 
 import torchpbt as pbt
-from torchpbt.engine.controller import Sharing
+from torchpbt.ext.knowledge.plugin import KnowledgeRun
 from torchpbt.ext.knowledge.sharing import KnowledgeTable, distillation_loss
 
 
@@ -63,16 +63,16 @@ def test_alpha_zero_reproduces_plain_pbt_exactly(tmp_path):
     assert _decisions(plain)[1] != _decisions(on)[1], "alpha > 0 must change training"
 
 
-def test_only_the_top_k_write():
-    sharing = Sharing.__new__(Sharing)
-    sharing.options = pbt.KnowledgeSharing(top_k=2)
-    sharing.table = SimpleNamespace(version=3)
+def test_only_the_top_k_write(tmp_path):
+    sharing = KnowledgeRun(pbt.KnowledgeSharing(top_k=2), tmp_path)
+    sharing.table.version = 3
     members = {i: SimpleNamespace(member_id=i, history=h)
                for i, h in enumerate([[0.1], [0.9], [], [0.5], [0.2, 0.7]])}
     sched = SimpleNamespace(members=members)
-    writers = {i for i in members if sharing.task_for(i, sched).writer}
+    writers = {i for i in members if sharing.payload(i, sched)["writer"]}
     assert writers == {1, 4}  # latest scores 0.9 and 0.7; member 2 has none
-    assert sharing.task_for(0, sched).version == 3
+    assert sharing.payload(0, sched)["version"] == 3
+    assert pbt.KnowledgeSharing(**sharing.payload(0, sched)["options"]) == sharing.options
 
 
 def test_run_records_versions_and_only_writers_contribute(tmp_path):

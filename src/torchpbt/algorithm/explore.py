@@ -87,6 +87,9 @@ class Perturb:
                 ops[name] = "resample" if unordered else f"*{factor:g}"
         return new, ops
 
+    def to_spec(self) -> dict[str, Any]:
+        return {"factors": list(self.factors), "resample_probability": self.resample_probability}
+
     def __repr__(self) -> str:
         return f"Perturb(factors={self.factors}, resample_probability={self.resample_probability})"
 
@@ -98,6 +101,9 @@ class Resample:
         self, hparams: Mapping[str, Any], space: Space, rng: random.Random
     ) -> ExploreResult:
         return {n: d.resample(rng) for n, d in space.items()}, {n: "resample" for n in space}
+
+    def to_spec(self) -> dict[str, Any]:
+        return {}
 
     def __repr__(self) -> str:
         return "Resample()"

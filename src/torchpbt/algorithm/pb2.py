@@ -282,6 +282,10 @@ class PB2:
                              extra=x[np.argsort(-y, kind="stable")[:4]])
         return decode(space, u), {n: "pb2" for n in space}
 
+    def to_spec(self) -> dict[str, Any]:
+        return {"min_points": self.min_points, "max_points": self.max_points,
+                "fallback": self.fallback}
+
     def __repr__(self) -> str:
         return (f"PB2(min_points={self.min_points}, max_points={self.max_points}, "
                 f"fallback={self.fallback!r})")

@@ -57,3 +57,11 @@ class ExploreStrategy(Protocol):
     def __call__(self, hparams: Mapping[str, Any], space: Space,
                  rng: random.Random) -> Mapping[str, Any] | tuple[Mapping[str, Any],
                                                                   Mapping[str, str]]: ...
+
+
+class Storable(Protocol):
+    """A strategy ``torchpbt resume`` can rebuild: ``type(self)(**self.to_spec())`` is
+    an equal strategy. Values are JSON, or strategies that are Storable themselves."""
+
+    def to_spec(self) -> dict[str, Any]: ...
+

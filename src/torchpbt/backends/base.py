@@ -2,17 +2,17 @@
 
 ``Task`` (one member's next interval) goes in, ``Outcome`` (its score, loss and
 checkpoint, or why it failed) comes out. Both are plain values: no torch here.
+What an extension adds travels in ``Task.extras`` and ``Outcome.extras``, keyed by
+its name (``engine/extension.py``); these types know no extension.
 """
 
 from __future__ import annotations
 
 import abc
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from ..ext.knowledge.sharing import KnowledgeSharing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -23,17 +23,13 @@ class Task:
     hparams: dict[str, Any]
     checkpoint: str | None
     seed: int
-    knowledge: KnowledgeTask | None = None
-    mix: dict[str, Any] | None = None  # torchpbt.nas: build a child of two checkpoints
+    # extension name -> its JSON payload (engine/extension.py runs the matching hook)
+    extras: Mapping[str, Any] = field(default_factory=dict)
+    # other checkpoints the interval reads (a NAS child's second parent): kept until it ends
+    also_reads: tuple[str, ...] = ()
 
-
-@dataclass(frozen=True)
-class KnowledgeTask:
-    """Which shared-table version an interval reads, and whether its member writes."""
-
-    options: KnowledgeSharing
-    version: int
-    writer: bool
+    def checkpoints_read(self) -> set[str]:
+        return {k for k in (self.checkpoint, *self.also_reads) if k}
 
 
 @dataclass(frozen=True)
@@ -48,7 +44,8 @@ class Outcome:
     duration_s: float
     worker: str
     error: str | None = None
-    knowledge: dict[str, Any] | None = None  # a writer's predictions: indices, probs
+    # extension name -> what its hook returned (a knowledge writer's predictions, ...)
+    extras: Mapping[str, Any] = field(default_factory=dict)
     crashed: bool = False  # the worker process died: the interval may be retried
     bad_checkpoint: str | None = None  # the start checkpoint was missing/damaged/refused
 

@@ -22,34 +22,35 @@ from ..store.queue import TaskQueue
 from .base import Backend
 from .worker import Outcome, Task
 
-CONTRIBUTIONS = "contributions"  # RUN_DIR/knowledge/contributions/<task id>.pt
+# an outcome's extras (tensors, say) travel in RUN_DIR/outcome-extras/<task id>.pt
+EXTRAS_DIR = "outcome-extras"
 
 
-def outcome_to_json(out: Outcome, knowledge_file: str | None = None) -> dict[str, Any]:
+def outcome_to_json(out: Outcome, extras_file: str | None = None) -> dict[str, Any]:
     """JSON for the queue; floats as repr so inf and nan survive strict JSON."""
     return {
         "member_id": out.member_id, "start_step": out.start_step, "end_step": out.end_step,
         "score": repr(float(out.score)), "loss": None if out.loss is None else repr(out.loss),
         "checkpoint": out.checkpoint, "checkpoint_size": out.checkpoint_size,
         "duration_s": out.duration_s, "worker": out.worker, "error": out.error,
-        "knowledge_file": knowledge_file, "bad_checkpoint": out.bad_checkpoint,
+        "extras_file": extras_file, "bad_checkpoint": out.bad_checkpoint,
     }
 
 
-def outcome_from_json(d: Mapping[str, Any], knowledge: dict[str, Any] | None) -> Outcome:
+def outcome_from_json(d: Mapping[str, Any], extras: Mapping[str, Any] | None = None) -> Outcome:
     return Outcome(d["member_id"], d["start_step"], d["end_step"], float(d["score"]),
                    None if d["loss"] is None else float(d["loss"]), d["checkpoint"],
                    d["checkpoint_size"], d["duration_s"], d["worker"], d["error"],
-                   knowledge=knowledge, bad_checkpoint=d["bad_checkpoint"])
+                   extras=dict(extras or {}), bad_checkpoint=d["bad_checkpoint"])
 
 
 class QueueBackend(Backend):
     name = "workers"
 
     def __init__(self, queue: TaskQueue, encode: Callable[[Task], dict[str, Any]],
-                 knowledge_dir: Path, timeout: float = 60.0, poll: float = 0.05,
+                 run_path: Path, timeout: float = 60.0, poll: float = 0.05,
                  max_poll: float = 0.5) -> None:
-        self.queue, self.encode, self.knowledge_dir = queue, encode, knowledge_dir
+        self.queue, self.encode, self.extras_dir = queue, encode, run_path / EXTRAS_DIR
         self.timeout, self.poll, self.max_poll = timeout, poll, max_poll
         self._tasks: dict[int, Task] = {}
         self._seen: dict[int, tuple[int, float]] = {}  # running row: (beats, when it moved)
@@ -99,12 +100,12 @@ class QueueBackend(Backend):
     def _outcome(self, task_id: int, data: Mapping[str, Any]) -> Outcome:
         self._tasks.pop(task_id)
         self._seen.pop(task_id, None)
-        knowledge = None
-        if data.get("knowledge_file"):
-            path = self.knowledge_dir / CONTRIBUTIONS / data["knowledge_file"]
-            knowledge = torch.load(path, weights_only=True)
-            path.unlink()
-        return outcome_from_json(data, knowledge)
+        if not data.get("extras_file"):
+            return outcome_from_json(data)
+        path = self.extras_dir / data["extras_file"]
+        extras = torch.load(path, weights_only=True)
+        path.unlink()
+        return outcome_from_json(data, extras)
 
     def _lost(self, task_id: int, worker: str | None, status: str = "lost") -> Outcome:
         task = self._tasks.pop(task_id)

@@ -15,18 +15,17 @@ import random
 import sys
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..engine.checkpoints import CheckpointDir, CheckpointError
+from ..engine.extension import Hooks, IntervalHook
 from ..engine.member import as_loss, as_score, is_bad_loss
-from ..ext.knowledge.sharing import KnowledgeSharing, KnowledgeTable, SharedKnowledge
-from .base import KnowledgeTask, Outcome, Task
+from .base import Outcome, Task
 
 
 @dataclass(frozen=True)
@@ -125,34 +124,20 @@ class IntervalRunner:
         self.checkpoints = CheckpointDir(checkpoint_dir)
         self.name = f"{os.uname().nodename}:{os.getpid()}"
         self._live: dict[int, tuple[Any, str | None]] = {}
-        self.knowledge_dir = Path(checkpoint_dir).parent / "knowledge"
-        self._table: tuple[int, Any, Any] = (0, None, None)
+        self.hooks = Hooks(self.checkpoints)
 
-    def _knowledge_for(self, task: Task) -> SharedKnowledge | None:
-        kt = task.knowledge
-        if kt is None:
-            return None
-        if kt.version and self._table[0] != kt.version:  # one table cached per process
-            self._table = (kt.version, *KnowledgeTable.load(self.knowledge_dir, kt.version))
-        _, probs, has = self._table if kt.version else (0, None, None)
-        return SharedKnowledge(kt.options, probs, has, kt.version, kt.writer,
-                               kt.options.alpha_for(task.hparams))
-
-    def _member_for(self, task: Task) -> Any:
+    def _member_for(self, task: Task, hooks: Sequence[tuple[IntervalHook, Any]] = ()) -> Any:
+        builder = next(((h, p) for h, p in hooks if h.sets_weights), None)
         inst, current = self._live.pop(task.member_id, (None, None))
-        if inst is None or task.mix is not None or inst.needs_setup(task.hparams) or (
+        if inst is None or builder is not None or inst.needs_setup(task.hparams) or (
             task.checkpoint is None and current is not None
         ):
             inst = self.member_cls()
             inst.device = self.device
             inst.setup(dict(task.hparams))
             current = None
-        if task.mix is not None:
-            mix = task.mix
-            donor = mix.get("donor_checkpoint")
-            inst.mix_from(self.checkpoints.load(task.checkpoint),
-                          self.checkpoints.load(donor) if donor else None,
-                          mix["origin"], mix["lam"], mix["gamma"])
+        if builder is not None:
+            builder[0].load(inst, task, builder[1])
         elif task.checkpoint is not None and task.checkpoint != current:
             inst.load_state_dict(self.checkpoints.load(task.checkpoint))
         inst.apply_hparams(dict(task.hparams))  # after the load: explored values win
@@ -164,8 +149,10 @@ class IntervalRunner:
         end = task.start_step + task.steps
         try:
             seed_everything(task.seed)
-            inst = self._member_for(task)
-            inst.knowledge = shared = self._knowledge_for(task)
+            hooks = self.hooks.of(task) if task.extras else []
+            inst = self._member_for(task, hooks)
+            for hook, payload in hooks:
+                hook.before_train(inst, task, payload)
             seed_everything(task.seed)  # again: a fresh setup() above has used random numbers
             raw_loss = inst.train(task.steps)
             loss = as_loss(raw_loss, f"{self.member_cls.__name__}.train()")
@@ -175,16 +162,19 @@ class IntervalRunner:
             if not np.isfinite(score):
                 return self._failed(task, t0, loss, f"score is {score}", score)
             key, size = self.checkpoints.save(inst.state_dict())
+            extras: dict[str, Any] = {}
+            for (name, _), (hook, payload) in zip(task.extras.items(), hooks, strict=True):
+                record = hook.after_train(inst, task, payload)
+                if record is not None:
+                    extras[name] = record
         except CheckpointError as exc:  # never loaded: the controller stops handing it out
             return self._failed(task, t0, loss, traceback.format_exc(),
                                 bad_checkpoint=exc.key or task.checkpoint)
         except Exception:
             return self._failed(task, t0, loss, traceback.format_exc())
         self._live[task.member_id] = (inst, key)
-        inst.knowledge = None
         return Outcome(task.member_id, task.start_step, end, score, loss, key, size,
-                       time.perf_counter() - t0, self.name,
-                       knowledge=shared.contribution() if shared is not None else None)
+                       time.perf_counter() - t0, self.name, extras=extras)
 
     def _failed(
         self, task: Task, t0: float, loss: float | None, error: str, score: float = float("nan"),
@@ -200,16 +190,19 @@ def task_to_json(t: Task) -> dict[str, Any]:
 
     Field by field: ``dataclasses.asdict`` deep-copies every value and was most of an
     event's cost once thousands of tasks were in flight."""
-    knowledge = None if t.knowledge is None else {"version": t.knowledge.version,
-                                                  "writer": t.knowledge.writer}
-    return {"member_id": t.member_id, "start_step": t.start_step, "steps": t.steps,
-            "hparams": dict(t.hparams), "checkpoint": t.checkpoint, "seed": t.seed,
-            "knowledge": knowledge, "mix": t.mix}
+    d = {"member_id": t.member_id, "start_step": t.start_step, "steps": t.steps,
+         "hparams": dict(t.hparams), "checkpoint": t.checkpoint, "seed": t.seed}
+    if t.extras:
+        d["extras"] = dict(t.extras)
+    if t.also_reads:
+        d["also_reads"] = list(t.also_reads)
+    return d
 
 
-def task_from_json(d: Mapping[str, Any], options: KnowledgeSharing | None) -> Task:
-    k = d.get("knowledge")
-    knowledge = None if k is None or options is None else KnowledgeTask(
-        options, k["version"], k["writer"])
+def task_from_json(d: Mapping[str, Any]) -> Task:
+    extras, reads = dict(d.get("extras") or {}), tuple(d.get("also_reads", ()))
+    if d.get("mix"):  # stored before extensions had a seam (a NAS child's plan)
+        extras = {**extras, "mix": d["mix"]}
+        reads = tuple(k for k in (d["mix"].get("donor_checkpoint"),) if k)
     return Task(d["member_id"], d["start_step"], d["steps"], dict(d["hparams"]), d["checkpoint"],
-                d["seed"], knowledge, d.get("mix"))
+                d["seed"], extras, reads)

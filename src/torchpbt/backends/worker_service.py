@@ -24,10 +24,9 @@ import torch
 
 from ..engine.resume import member_class_of
 from ..engine.settings import RunSettings
-from ..ext.knowledge.sharing import KnowledgeSharing
 from ..store import SQLStore, StoreError
 from ..store.queue import TaskQueue
-from .queue import CONTRIBUTIONS, outcome_to_json
+from .queue import EXTRAS_DIR, outcome_to_json
 from .worker import (
     IntervalRunner,
     Outcome,
@@ -73,7 +72,6 @@ def serve(
                 "--run-dir with where it is mounted here."
             )
         member_cls = _member_class(member, cfg.member)
-        options = cfg.knowledge
         if threads:
             torch.set_num_threads(threads)
         runner = IntervalRunner(member_cls, str(checkpoints), device)
@@ -81,7 +79,7 @@ def serve(
         beat_every = max(0.2, cfg.worker_timeout / 6)
         say(f"worker {runner.name}: run {run!r}, member class {member_cls.__name__}, "
             f"checkpoints in {checkpoints}")
-        return _loop(queue, runner, options, root / "knowledge", beat_every, poll, say)
+        return _loop(queue, runner, root / EXTRAS_DIR, beat_every, poll, say)
     finally:
         store.close()
 
@@ -127,8 +125,8 @@ def _member_class(override: str | None, stored: dict[str, Any]) -> type:
                          f"{exc}); give FILE.py:Class or module:Class.") from exc
 
 
-def _loop(queue: TaskQueue, runner: IntervalRunner, options: KnowledgeSharing | None,
-          knowledge_dir: Path, beat_every: float, poll: float,
+def _loop(queue: TaskQueue, runner: IntervalRunner, extras_dir: Path, beat_every: float,
+          poll: float,
           say: Callable[[str], None]) -> int:
     trained = 0
     holding: int | None = None
@@ -149,16 +147,16 @@ def _loop(queue: TaskQueue, runner: IntervalRunner, options: KnowledgeSharing | 
                 continue
             idle = poll / 8
             holding, payload = claimed
-            task = task_from_json(payload, options)
+            task = task_from_json(payload)
             with _Heartbeat(queue, holding, runner.name, beat_every):
                 out = runner.run(task)
-            kfile = _save_contribution(knowledge_dir, holding, out)
-            if queue.finish(holding, runner.name, outcome_to_json(out, kfile)):
+            xfile = _save_extras(extras_dir, holding, out)
+            if queue.finish(holding, runner.name, outcome_to_json(out, xfile)):
                 trained += 1
                 say(_line(out))
             else:
-                if kfile:
-                    (knowledge_dir / CONTRIBUTIONS / kfile).unlink(missing_ok=True)
+                if xfile:
+                    (extras_dir / xfile).unlink(missing_ok=True)
                 say(f"member {out.member_id} steps {out.start_step}-{out.end_step}: result "
                     "refused (the controller gave the interval up or was restarted)")
             holding = None
@@ -181,15 +179,15 @@ def _line(out: Outcome) -> str:
             f"({out.duration_s:.2f} s)")
 
 
-def _save_contribution(knowledge_dir: Path, task_id: int, out: Outcome) -> str | None:
-    """A knowledge writer's predictions go beside the table, not into the database."""
-    if out.knowledge is None:
+def _save_extras(folder: Path, task_id: int, out: Outcome) -> str | None:
+    """What extensions recorded (a knowledge writer's predictions: tensors) goes into
+    the run directory, not into the database."""
+    if not out.extras:
         return None
-    folder = knowledge_dir / CONTRIBUTIONS
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
     with os.fdopen(fd, "wb") as f:
-        torch.save(dict(out.knowledge), f)
+        torch.save(dict(out.extras), f)
     name = f"{task_id}.pt"
     os.replace(tmp, folder / name)
     return name

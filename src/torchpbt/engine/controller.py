@@ -10,21 +10,19 @@ run is identical to an uninterrupted one.
 
 from __future__ import annotations
 
-import math
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..algorithm.scheduler import Decision, Report
 from ..algorithm.space import Space
 from ..backends import Backend, Outcome, Task, derive_seed
-from ..backends.worker import KnowledgeTask, task_from_json, task_to_json
-from ..ext.knowledge.sharing import KnowledgeSharing, KnowledgeTable
+from ..backends.worker import task_from_json, task_to_json
 from ..store import EventRecord, IntervalRecord, MemberUpdate, SQLStore, StepRecord
 from ..ui.display import LiveDisplay
 from .checkpoints import CheckpointDir, DeferredDeleter
+from .extension import RunExtension
 from .faults import crash_point
 
 
@@ -34,10 +32,10 @@ class WorkersKeepDying(RuntimeError):
 
 class Controller:
     def __init__(self, scheduler: Any, store: SQLStore, checkpoints: CheckpointDir, seed: int,
-                 sharing: Sharing | None = None, max_retries: int = 2) -> None:
+                 extensions: Iterable[RunExtension] = (), max_retries: int = 2) -> None:
         self.scheduler, self.store, self.checkpoints, self.seed = scheduler, store, checkpoints, seed
         self.deleter = DeferredDeleter(checkpoints, lambda: self._submits)
-        self.sharing, self.max_retries = sharing, max_retries
+        self.extensions, self.max_retries = list(extensions), max_retries
         self.in_flight: dict[int, Task] = {}
         self.retries: dict[int, int] = {}
         self.known: set[str] = set()
@@ -59,9 +57,11 @@ class Controller:
     # state on the run row, and one state per member rewritten only when a step
     # touches that member (it reported, was decided, or was retried).
     def global_state(self) -> dict[str, Any]:
-        """What all members share: the scheduler's RNG, the knowledge table's version."""
-        return {"scheduler": self.scheduler.global_state(),
-                "sharing": self.sharing.table.state() if self.sharing else None}
+        """What all members share: the scheduler's RNG, each extension's state."""
+        state: dict[str, Any] = {"scheduler": self.scheduler.global_state()}
+        if self.extensions:
+            state["extensions"] = {e.name: e.state() for e in self.extensions}
+        return state
 
     def _changed_global_state(self) -> dict[str, Any] | None:
         """The global state if it changed since this process last committed it, else
@@ -83,22 +83,25 @@ class Controller:
         """Load a committed state; return the intervals that were running at the crash."""
         self.run_id = run_id
         self.scheduler.load_global_state(state["scheduler"])
-        options = self.sharing.options if self.sharing else None
         tasks = []
         for member_id, part in self.store.member_states(run_id).items():
             self.scheduler.load_member_state(part["scheduler"])
             if part.get("retries"):
                 self.retries[member_id] = part["retries"]
             if part.get("task") is not None:
-                tasks.append(task_from_json(part["task"], options))
-        if self.sharing and state.get("sharing"):
-            self.sharing.table.restore(state["sharing"])
+                tasks.append(task_from_json(part["task"]))
+        saved = state.get("extensions") or {}
+        if state.get("sharing"):  # written before extensions had a seam
+            saved = {**saved, "knowledge": state["sharing"]}
+        for e in self.extensions:
+            if saved.get(e.name) is not None:
+                e.restore(saved[e.name])
         self.known = {c["key"] for c in self.store.checkpoints(run_id)}
         self.refs = References()
         for m in self.scheduler.members.values():
             self.refs.hold(m.member_id, m.checkpoint)
         for t in tasks:
-            self.refs.add(_task_keys([t]))
+            self.refs.add(t.checkpoints_read())
         # files written after the last commit, or garbage whose deletion was cut short
         self.checkpoints.collect_garbage(self.known | set(self.refs.count))
         return tasks
@@ -110,7 +113,7 @@ class Controller:
         tasks = [self._task_for(d) for d in decisions]
         self.in_flight = {t.member_id: t for t in tasks}
         for t in tasks:
-            self.refs.add(_task_keys([t]))
+            self.refs.add(t.checkpoints_read())
         state = self.global_state()
         self.run_id = self.store.create_run(name, settings, space.to_dict(), members, events,
                                             state, self.member_states(self.scheduler.members))
@@ -130,9 +133,15 @@ class Controller:
         self.store.record(self.run_id, None, [], [], self.global_state(), status="done")
 
     def _task_for(self, d: Decision) -> Task:
-        knowledge = self.sharing.task_for(d.member_id, self.scheduler) if self.sharing else None
+        extras = {e.name: p for e in self.extensions
+                  if (p := e.payload(d.member_id, self.scheduler)) is not None}
+        reads: tuple[str, ...] = ()
+        if d.mix is not None:  # an architecture strategy's plan: a NAS child (ext/nas)
+            extras["mix"] = d.mix
+            reads = tuple(k for k in (d.mix.get("donor_checkpoint"),) if k)
         return Task(d.member_id, d.start_step, d.train_steps, d.hparams, d.checkpoint,
-                    derive_seed(self.seed, d.member_id, d.start_step), knowledge, d.mix)
+                    derive_seed(self.seed, d.member_id, d.start_step), extras,
+                    reads)
 
     def _retry(self, out: Outcome, task: Task) -> EventRecord | None:
         """A dead worker is not the member's fault: run the same interval again, a few times."""
@@ -174,8 +183,8 @@ class Controller:
         crash_point("after_commit")
         self.deleter.delete(garbage)  # after the commit: a crash leaves only stray files
         self.known -= set(garbage)
-        if self.sharing:
-            self.sharing.prune(self.in_flight.values())
+        for e in self.extensions:
+            e.after_commit(self.in_flight.values())
         crash_point("before_submit")
         for listener in self.listeners:
             listener()
@@ -228,19 +237,21 @@ class Controller:
             return _Step(out, task, [], StepRecord(None, [retry]), [task], {out.member_id},
                          retried=True)
         del self.in_flight[out.member_id]
-        released |= self.refs.remove(_task_keys([task]))
+        released |= self.refs.remove(task.checkpoints_read())
         attempts = self.retries.pop(out.member_id, 0) + 1
         if not out.failed:
             self.completed += 1
         decisions = self.scheduler.report(Report(
             out.member_id, out.end_step, out.score, out.checkpoint, out.failed, out.error,
             out.bad_checkpoint))
-        events = []
-        extra = None
-        if self.sharing and task.knowledge is not None:
-            extra = {"knowledge_version": task.knowledge.version, "writer": task.knowledge.writer}
-            if out.knowledge is not None and not out.failed:
-                events += self.sharing.merge(out)
+        events: list[EventRecord] = []
+        extra: dict[str, Any] | None = None
+        for e in self.extensions:
+            if e.name in task.extras:
+                keep, logged = e.on_outcome(task, out)
+                events += logged
+                if keep:
+                    extra = {**(extra or {}), **keep}
         interval = IntervalRecord(
             out.member_id, task.start_step, out.end_step, task.hparams, task.checkpoint,
             out.checkpoint, None if out.failed else out.score, out.loss, out.duration_s,
@@ -259,7 +270,7 @@ class Controller:
         new_tasks = [self._task_for(d) for d in decisions if d.train_steps > 0]
         self.in_flight.update({t.member_id: t for t in new_tasks})
         for t in new_tasks:
-            self.refs.add(_task_keys([t]))
+            self.refs.add(t.checkpoints_read())
         touched = {out.member_id, *(d.member_id for d in decisions)}
         for i in touched:
             released |= self.refs.hold(i, self.scheduler.members[i].checkpoint)
@@ -338,39 +349,3 @@ class References:
         if key:
             self.add([key])
         return self.remove([old]) if old else set()
-
-
-def _task_keys(tasks: Iterable[Task]) -> set[str]:
-    """Checkpoints running intervals still need: their start, and a mix's second parent."""
-    keys = {t.checkpoint for t in tasks if t.checkpoint}
-    return keys | {t.mix["donor_checkpoint"] for t in tasks
-                   if t.mix and t.mix.get("donor_checkpoint")}
-
-
-class Sharing:
-    """The controller's side of knowledge sharing: who writes, merging, table versions."""
-
-    def __init__(self, options: KnowledgeSharing, run_path: Path) -> None:
-        self.options = options
-        self.table = KnowledgeTable(run_path / "knowledge")
-
-    def task_for(self, member_id: int, scheduler: Any) -> KnowledgeTask:
-        # rank by latest score without touching the scheduler's RNG, so alpha=0
-        # reproduces plain PBT's decisions exactly
-        scored = [m for m in scheduler.members.values()
-                  if m.history and math.isfinite(m.history[-1])]
-        scored.sort(key=lambda m: (-m.history[-1], m.member_id))
-        writers = {m.member_id for m in scored[: self.options.top_k]}
-        return KnowledgeTask(self.options, self.table.version, member_id in writers)
-
-    def merge(self, out: Outcome) -> list[EventRecord]:
-        assert out.knowledge is not None
-        if not self.table.merge(out.knowledge, self.options.refresh_every):
-            return []
-        return [EventRecord("knowledge", out.member_id, out.end_step, detail={
-            "version": self.table.version, "entries": self.table.entries,
-            "written": int(len(out.knowledge["indices"]))})]
-
-    def prune(self, in_flight: Iterable[Task]) -> None:
-        """After the commit, so a resumed interval still finds the version it read."""
-        self.table.prune({t.knowledge.version for t in in_flight if t.knowledge})

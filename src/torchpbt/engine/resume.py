@@ -19,7 +19,7 @@ from ..backends import ClassRef, check_backend, default_workers, resolve_devices
 from ..store import EventRecord, StoreError
 from ..ui.display import print_summary
 from .checkpoints import CheckpointDir
-from .controller import Controller, Sharing
+from .controller import Controller
 from .member import check_member_class
 from .runner import add_listeners, check_vectorized, execute, run_lock
 from .settings import RunSettings
@@ -73,20 +73,19 @@ def resume(
         space = Space.from_dict(run["space"])
         exploit = from_spec(cfg.exploit_spec, "exploit") if exploit is _STORED else exploit
         explore = from_spec(cfg.explore_spec, "explore") if explore is _STORED else explore
-        options = cfg.knowledge
         scheduler = make_scheduler(cfg.sync, space, cfg.pbt_config, exploit, explore,
                                    seed=cfg.seed)
         backend = check_backend(backend or cfg.backend)
         n_workers = workers or (cfg.workers if backend == cfg.backend else default_workers())
         if backend == "vectorized":  # also when a run of another backend resumes on it
-            check_vectorized(member, space, exploit, options)
+            check_vectorized(member, space, exploit, cfg.knowledge_sharing)
             n_workers = cfg.population
         device_list = resolve_devices(devices if devices is not None else cfg.devices)
         with start_workers(backend, member, n_workers, device_list) as started, \
                 run_lock(run_path):
             controller = Controller(
                 scheduler, store, CheckpointDir(run_path / "checkpoints"), cfg.seed,
-                Sharing(options, run_path) if options else None, cfg.max_retries)
+                cfg.extensions(run_path), cfg.max_retries)
             tasks = controller.restore(run["id"], state)
             add_listeners(controller, cfg, run_path, storage)
             store.record(run["id"], None, [EventRecord("resume", -1, 0, detail={

@@ -33,11 +33,11 @@ from ..backends import (
     resolve_devices,
     start_workers,
 )
-from ..ext.knowledge.sharing import KnowledgeSharing
 from ..store import SQLStore, StoreError
 from ..ui.display import LiveDisplay, print_summary
 from .checkpoints import CheckpointDir
-from .controller import Controller, Sharing, WorkersKeepDying
+from .controller import Controller, WorkersKeepDying
+from .extension import options_class
 from .member import check_member_class
 from .preflight import PreflightError, preflight
 from .settings import RunSettings
@@ -150,7 +150,7 @@ def run(
     devices: str | list[str] | None = None,
     progress: bool = True,
     summary: bool | None = None,
-    knowledge_sharing: KnowledgeSharing | None = None,
+    knowledge_sharing: Any = None,
     max_retries: int = 2,
     check_member: bool = True,
     tensorboard: bool | str | os.PathLike[str] | None = None,
@@ -216,7 +216,7 @@ def run(
                 )
         check_explore(explore, space)
         if knowledge_sharing is not None:
-            if not isinstance(knowledge_sharing, KnowledgeSharing):
+            if not isinstance(knowledge_sharing, options_class("knowledge_sharing")):
                 raise TypeError(
                     f"knowledge_sharing={knowledge_sharing!r}: pass torchpbt.KnowledgeSharing(...)."
                 )
@@ -285,7 +285,7 @@ def run(
                 store = store or SQLStore(store_url_for(run_path))
                 controller = Controller(
                     scheduler, store, CheckpointDir(run_path / "checkpoints"), seed,
-                    Sharing(knowledge_sharing, run_path) if knowledge_sharing else None, max_retries)
+                    settings.extensions(run_path), max_retries)
                 name = name or run_path.name
                 tasks = controller.create(name, settings.to_dict(), space)
                 add_listeners(controller, settings, run_path, storage)
@@ -400,7 +400,7 @@ def _backend(controller: Controller, kind: str, member: type, run_path: Path, wo
             f"intervals are queued in the store; start workers (any host that sees {run_path}):"
             f"\n  torchpbt worker --storage '{url}' --run '{name}'", soft_wrap=True)
     return QueueBackend(TaskQueue(controller.store.engine, controller.run_id), task_to_json,
-                        run_path / "knowledge", settings.worker_timeout)
+                        run_path, settings.worker_timeout)
 
 
 def add_listeners(controller: Controller, settings: RunSettings, run_path: Path,

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 from ..algorithm.scheduler_types import PBTConfig
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ..backends.worker import ClassRef
-    from ..ext.knowledge.sharing import KnowledgeSharing
+    from .extension import RunExtension
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,10 +74,8 @@ class RunSettings:
 
         return ClassRef(self.member["module"], self.member["qualname"], self.member["path"])
 
-    @property
-    def knowledge(self) -> KnowledgeSharing | None:
-        if not self.knowledge_sharing:
-            return None
-        from ..ext.knowledge.sharing import KnowledgeSharing
+    def extensions(self, run_path: Path) -> list[RunExtension]:
+        """The controller's halves of the extensions this run turned on."""
+        from .extension import run_extensions
 
-        return KnowledgeSharing(**self.knowledge_sharing)
+        return run_extensions({"knowledge_sharing": self.knowledge_sharing}, run_path)

@@ -1,20 +1,35 @@
 """Strategies as JSON specs, so ``torchpbt resume RUN_DIR`` rebuilds the exact
 exploit/explore of the run from its store, with no Python objects pickled.
 
-Built-in strategies are stored with their arguments; a user's top-level
-function or class is stored by reference (module, name, file) and imported back.
-Anything else (a lambda, a closure) cannot be rebuilt: resume then asks for it.
+A strategy is stored with its arguments when its class defines ``to_spec()``
+(the :class:`~torchpbt.algorithm.strategies.Storable` contract: the keyword
+arguments that rebuild it, JSON or other storable strategies). The spec names the
+class by import path, so any package's strategy resumes, with no list to join.
+A subclass that does not define its own ``to_spec`` may behave differently, so it
+is not stored with its parent's arguments. A user's top-level function or class
+is stored by reference (module, name, file) and imported back. Anything else (a
+lambda, a closure) cannot be rebuilt: resume then asks for it.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-from ..algorithm.exploit import Tournament, Truncation, TTest
-from ..algorithm.explore import Perturb, Resample
-from ..algorithm.pb2 import PB2
 from ..backends.worker import ClassRef
 from ..store import StoreError
+
+# specs written before classes were named by import path
+_LEGACY = {
+    "Truncation": "torchpbt.algorithm.exploit:Truncation",
+    "TTest": "torchpbt.algorithm.exploit:TTest",
+    "Tournament": "torchpbt.algorithm.exploit:Tournament",
+    "Perturb": "torchpbt.algorithm.explore:Perturb",
+    "Resample": "torchpbt.algorithm.explore:Resample",
+    "PB2": "torchpbt.algorithm.pb2:PB2",
+    "Mixing": "torchpbt.ext.nas.strategies:Mixing",
+    "Mutation": "torchpbt.ext.nas.strategies:Mutation",
+}
 
 
 class SpecError(StoreError):
@@ -24,26 +39,12 @@ class SpecError(StoreError):
 def to_spec(obj: Any) -> dict[str, Any] | None:
     if obj is None:
         return None
-    # exact types: a subclass may behave differently, so it is stored by reference
-    if type(obj) is Truncation:
-        return {"type": "Truncation", "quantile": obj.quantile, "copy_ties": obj.copy_ties}
-    if type(obj) is TTest:
-        return {"type": "TTest", "alpha": obj.alpha, "window": obj.window}
-    if type(obj) is Perturb:
-        return {"type": "Perturb", "factors": list(obj.factors),
-                "resample_probability": obj.resample_probability}
-    if type(obj) is PB2:
-        return {"type": "PB2", "min_points": obj.min_points, "max_points": obj.max_points,
-                "fallback": to_spec(obj.fallback)}
-    from ..ext.nas.strategies import Mixing, Mutation
-
-    if type(obj) is Mixing:
-        return {"type": "Mixing", "fraction": obj.fraction, "p_donor": obj.p_donor,
-                "lam": obj.lam, "gamma": obj.gamma}
-    if type(obj) is Mutation:
-        return {"type": "Mutation", "fraction": obj.fraction}
-    if type(obj) in (Tournament, Resample):
-        return {"type": type(obj).__name__}
+    cls = type(obj)
+    if "to_spec" in vars(cls):
+        args = {k: to_spec(v) if "to_spec" in vars(type(v)) else v
+                for k, v in obj.to_spec().items()}
+        return {"type": f"{cls.__module__}:{cls.__qualname__}", "args": args,
+                "repr": repr(obj)}
     bound = hasattr(obj, "__self__") and not isinstance(obj, type)  # a bound method
     target = obj if isinstance(obj, type) or callable(obj) and hasattr(obj, "__qualname__") \
         else None
@@ -54,19 +55,14 @@ def to_spec(obj: Any) -> dict[str, Any] | None:
     return {"type": "unrestorable", "repr": repr(obj)}
 
 
+def _is_spec(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("type"), str)
+
+
 def from_spec(spec: dict[str, Any] | None, what: str) -> Any:
     if spec is None:
         return None
     kind = spec["type"]
-    from ..ext.nas.strategies import Mixing, Mutation
-
-    builtins: dict[str, Any] = {"Truncation": Truncation, "TTest": TTest, "Perturb": Perturb,
-                                "Tournament": Tournament, "Resample": Resample,
-                                "Mixing": Mixing, "Mutation": Mutation}
-    if kind == "PB2":
-        return PB2(spec["min_points"], spec["max_points"], from_spec(spec["fallback"], what))
-    if kind in builtins:
-        return builtins[kind](**{k: v for k, v in spec.items() if k != "type"})
     if kind == "ref":
         try:
             return ClassRef(spec["module"], spec["qualname"], spec["path"]).resolve()
@@ -75,7 +71,21 @@ def from_spec(spec: dict[str, Any] | None, what: str) -> Any:
                 f"cannot import the run's {what} {spec['repr']} ({exc}); pass it again: "
                 f"torchpbt.resume(RUN_DIR, {what}=...)."
             ) from exc
-    raise SpecError(
-        f"the run's {what} {spec['repr']} was not stored (a lambda or closure cannot be); "
-        f"pass it again: torchpbt.resume(RUN_DIR, {what}=...)."
-    )
+    if kind == "unrestorable":
+        raise SpecError(
+            f"the run's {what} {spec['repr']} was not stored (a lambda or closure cannot be); "
+            f"pass it again: torchpbt.resume(RUN_DIR, {what}=...).")
+    if kind in _LEGACY:
+        kind, args = _LEGACY[kind], {k: v for k, v in spec.items() if k != "type"}
+    else:
+        args = spec["args"]
+    module, _, qualname = kind.partition(":")
+    try:
+        cls: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            cls = getattr(cls, part)
+    except Exception as exc:
+        raise SpecError(
+            f"cannot import the run's {what} {spec.get('repr', kind)} ({exc}); pass it again: "
+            f"torchpbt.resume(RUN_DIR, {what}=...).") from exc
+    return cls(**{k: from_spec(v, what) if _is_spec(v) else v for k, v in args.items()})

@@ -93,6 +93,12 @@ class KnowledgeSharing:
         return {"alpha": self.alpha, "temperature": self.temperature, "top_k": self.top_k,
                 "refresh_every": self.refresh_every}
 
+    def run_extension(self, run_path: Path) -> Any:
+        """The controller's half (``ext/knowledge/plugin.py``)."""
+        from .plugin import KnowledgeRun
+
+        return KnowledgeRun(self, run_path)
+
 
 def distillation_loss(
     logits: torch.Tensor,

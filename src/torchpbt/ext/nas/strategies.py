@@ -99,6 +99,10 @@ class Mixing:
                           {g: donor[g] for g in arch.positions}, rng, self.p_donor)
         return out.genome, out.origin
 
+    def to_spec(self) -> dict[str, Any]:
+        return {"fraction": self.fraction, "p_donor": self.p_donor, "lam": self.lam,
+                "gamma": self.gamma}
+
     def __repr__(self) -> str:
         return (f"Mixing(fraction={self.fraction}, p_donor={self.p_donor}, lam={self.lam}, "
                 f"gamma={self.gamma})")
@@ -133,6 +137,9 @@ class Mutation:
             others = [c for c in arch.positions[g] if c != genome[g]]
             genome[g], origin[g] = others[rng.randrange(len(others))], "fresh"
         return genome, origin
+
+    def to_spec(self) -> dict[str, Any]:
+        return {"fraction": self.fraction}
 
     def __repr__(self) -> str:
         return f"Mutation(fraction={self.fraction})"
