@@ -45,6 +45,7 @@ class ExploitStrategy(Protocol):
                  rng: random.Random) -> int | PlanLike | None: ...
 
 
+@runtime_checkable
 class ArchitectureStrategy(ExploitStrategy, Protocol):
     lam: float
     gamma: float

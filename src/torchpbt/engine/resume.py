@@ -21,9 +21,10 @@ from ..ui.display import print_summary
 from .checkpoints import CheckpointDir
 from .controller import Controller
 from .member import check_member_class
-from .runner import add_listeners, check_vectorized, execute, run_lock
+from .runner import add_listeners, execute, run_lock
 from .settings import RunSettings
 from .specs import from_spec
+from .validate import check_vectorized
 
 _STORED = object()
 

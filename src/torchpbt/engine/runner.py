@@ -3,7 +3,6 @@ backend, store and checkpoints together under one controller."""
 
 from __future__ import annotations
 
-import datetime as dt
 import fcntl
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -17,11 +16,11 @@ from rich.console import Console
 from sqlalchemy.engine import make_url
 
 from .. import __version__
-from ..algorithm.exploit import Truncation, check_exploit
-from ..algorithm.explore import Perturb, check_explore
+from ..algorithm.exploit import Truncation
+from ..algorithm.explore import Perturb
 from ..algorithm.scheduler import NoProgress, PBTConfig, make_scheduler
 from ..algorithm.space import Domain, Space
-from ..analysis.result import DB_NAME, Result, store_url_for
+from ..analysis.result import Result, store_url_for
 from ..backends import (
     Backend,
     ClassRef,
@@ -37,11 +36,17 @@ from ..store import SQLStore, StoreError
 from ..ui.display import LiveDisplay, print_summary
 from .checkpoints import CheckpointDir
 from .controller import Controller, WorkersKeepDying
-from .extension import options_class
 from .member import check_member_class
-from .preflight import PreflightError, preflight
+from .preflight import preflight
 from .settings import RunSettings
 from .specs import to_spec
+from .validate import (
+    bad_input,
+    check_options,
+    check_vectorized,
+    prepare_run_dir,
+    sqlite_in,
+)
 
 _DEFAULT = object()
 # what `torchpbt run FILE --storage/--backend/--name ...` chose: it wins over the file's own.
@@ -61,69 +66,6 @@ def run_overrides(**values: Any) -> Iterator[None]:
         yield
     finally:
         _CLI_CHOICES.reset(token)
-
-
-BAD_INPUT = "_torchpbt_bad_input"
-
-
-@contextmanager
-def bad_input() -> Iterator[None]:
-    """Tag errors of the up-front checks, so the CLI prints them as one line (exit 2)
-    instead of a traceback; the exception's type and message stay as they are."""
-    try:
-        yield
-    except (ValueError, TypeError, OSError, PreflightError) as exc:
-        setattr(exc, BAD_INPUT, True)
-        raise
-
-
-def _sqlite_in(storage: str, run_path: Path) -> bool:
-    """Is ``storage`` an SQLite file directly inside ``run_path``?"""
-    try:
-        url = make_url(storage)
-    except Exception:  # a bad URL: SQLStore says what is wrong with it
-        return False
-    db = url.database
-    return (url.get_backend_name() == "sqlite" and db not in (None, "", ":memory:")
-            and Path(db).expanduser().resolve().parent == run_path.resolve())
-
-
-def _prepare_run_dir(run_dir: str | Path | None, member_cls: type) -> Path:
-    if run_dir is None:
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-        run_dir = Path("runs") / f"{member_cls.__name__.lower()}-{stamp}"
-    if not isinstance(run_dir, (str, os.PathLike)):
-        raise TypeError(f"run_dir={run_dir!r} ({type(run_dir).__name__}) is not a path; give a folder "
-                        "path (a str or pathlib.Path), e.g. run_dir='runs/my-run'.")
-    run_dir = Path(run_dir).expanduser()  # "~/runs/x" means the home folder, as in a shell
-    if (run_dir / DB_NAME).exists() and _holds_a_run(run_dir):
-        raise FileExistsError(
-            f"{run_dir} already holds a run; continue it with `torchpbt resume {run_dir}` "
-            "(torchpbt.resume) or pass a new run_dir, so nothing is overwritten."
-        )
-    if run_dir.exists() and not run_dir.is_dir():
-        raise NotADirectoryError(f"run_dir {run_dir} is a file; give a directory path.")
-    parent = next((p for p in run_dir.parents if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise NotADirectoryError(
-            f"run_dir {run_dir}: {parent} is a file; give a run_dir inside a directory."
-        )
-    return run_dir
-
-
-def _holds_a_run(run_dir: Path) -> bool:
-    """A store killed while creating its run holds no run: safe to start again in it."""
-    try:
-        store = SQLStore(store_url_for(run_dir), create=False)
-    except StoreError:
-        return True  # unreadable or newer: never touch it
-    try:
-        store.find_run()
-        return True
-    except StoreError:
-        return False
-    finally:
-        store.close()
 
 
 def run(
@@ -191,52 +133,14 @@ def run(
     with bad_input():  # these checks run before anything is written
         check_member_class(member)
         space = Space(space)
-        config = PBTConfig(population, ready_every, steps, mode, burn_in, inherit_hparams, explore_when)
-        # the scheduler copes (one interval to the end), but a user asking for PBT wants it
-        if ready_every > steps:
-            raise ValueError(
-                f"ready_every={ready_every} > steps={steps}: no member would ever be ready, so "
-                f"PBT could never exploit; give ready_every <= steps, e.g. "
-                f"ready_every={max(1, steps // 10)}.")
-        if burn_in >= steps:
-            raise ValueError(
-                f"burn_in={burn_in} >= steps={steps}: no exploit could ever happen; give "
-                f"burn_in < steps, e.g. burn_in={steps // 4}.")
-        check_exploit(exploit)
-        if hasattr(exploit, "child"):  # an architecture strategy (torchpbt.nas.Mixing/Mutation)
-            if not space.genes:
-                raise ValueError(
-                    f"exploit={exploit!r} changes architectures but the space has no genes; add "
-                    "them: space = {..., **arch.genes()} with a torchpbt.nas.ArchSpace."
-                )
-            if not callable(getattr(member, "mix_from", None)):
-                raise TypeError(
-                    f"exploit={exploit!r} needs a member that can be mixed; subclass "
-                    f"torchpbt.nas.NASMember for {member.__name__}."
-                )
-        check_explore(explore, space)
-        if knowledge_sharing is not None:
-            if not isinstance(knowledge_sharing, options_class("knowledge_sharing")):
-                raise TypeError(
-                    f"knowledge_sharing={knowledge_sharing!r}: pass torchpbt.KnowledgeSharing(...)."
-                )
-            knowledge_sharing.validate(space, population)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed={seed!r} must be an int; give e.g. seed=0.")
-        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
-                                    or workers < 1):
-            raise ValueError(f"workers={workers!r}: give a positive int (default: number of cores).")
-        for flag, value in (("sync", sync), ("inherit_hparams", inherit_hparams)):
-            if not isinstance(value, bool):
-                raise ValueError(f"{flag}={value!r}: give True or False.")
-        if tensorboard is not None and tensorboard is not False:
-            if not isinstance(tensorboard, (bool, str, os.PathLike)):
-                raise ValueError(f"tensorboard={tensorboard!r}: give True or a log directory.")
-            from ..analysis.tensorboard import check_tensorboard
-
-            check_tensorboard()
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(f"max_retries={max_retries!r}: give an int >= 0 (default 2).")
+        config = PBTConfig(population, ready_every, steps, mode, burn_in, inherit_hparams,
+                           explore_when)
+        check_options(member, space, exploit=exploit, explore=explore,
+                      knowledge_sharing=knowledge_sharing, ready_every=ready_every,
+                      steps=steps, burn_in=burn_in, seed=seed, workers=workers, sync=sync,
+                      inherit_hparams=inherit_hparams, tensorboard=tensorboard,
+                      max_retries=max_retries, worker_timeout=worker_timeout,
+                      population=population)
         n_workers = workers or default_workers()
         instance = backend if isinstance(backend, Backend) else None
         if instance is not None:  # built by the caller for this member and run directory
@@ -247,9 +151,6 @@ def run(
         if backend == "vectorized" and instance is None:
             check_vectorized(member, space, exploit, knowledge_sharing)
             n_workers = population  # one batched model holds every member
-        if isinstance(worker_timeout, bool) or not isinstance(worker_timeout, (int, float)) \
-                or not worker_timeout > 0:
-            raise ValueError(f"worker_timeout={worker_timeout!r}: give seconds > 0 (default 60).")
         device_list = resolve_devices(devices)
         scheduler = make_scheduler(sync, space, config, exploit, explore, seed=seed,
                                    initial_hparams=initial_hparams)
@@ -260,10 +161,10 @@ def run(
         with bad_input():
             if check_member:
                 preflight(member, scheduler.members[0].hparams, device_list[0])
-            run_path = _prepare_run_dir(run_dir, member)
+            run_path = prepare_run_dir(run_dir, member)
         # a user-given store is opened first: if it cannot connect, nothing is created (but an
         # SQLite file inside the run directory needs that directory)
-        if storage and _sqlite_in(storage, run_path):
+        if storage and sqlite_in(storage, run_path):
             run_path.mkdir(parents=True, exist_ok=True)
         store = SQLStore(storage) if storage else None
         run_path.mkdir(parents=True, exist_ok=True)
@@ -306,30 +207,6 @@ def _tensorboard_dir(tensorboard: bool | str | os.PathLike[str] | None,
     if tensorboard is None or tensorboard is False:
         return None
     return str(run_path / "tensorboard" if tensorboard is True else Path(tensorboard).resolve())
-
-
-def check_vectorized(member: type, space: Space, exploit: Any, knowledge: Any) -> None:
-    """What the vectorized backend cannot do, refused before any work."""
-    from ..backends.vectorized.member import VectorMember, check_vector_member
-
-    if not issubclass(member, VectorMember):
-        raise TypeError(
-            f"backend='vectorized' trains a population as one batched model and needs a "
-            f"torchpbt.VectorMember; {member.__name__} is not one. Subclass VectorMember "
-            "(build, train_data, loss, score) or use backend='serial'/'local'.")
-    check_vector_member(member)
-    if knowledge is not None or hasattr(exploit, "child"):
-        raise ValueError(
-            "backend='vectorized' does not do knowledge sharing or architecture mixing "
-            "(members must share one architecture); use backend='serial' or 'local'.")
-    for name, dom in space.items():
-        choices = getattr(dom, "values", None)
-        if choices is not None and not all(isinstance(c, (int, float)) and
-                                           not isinstance(c, bool) for c in choices):
-            raise ValueError(
-                f"backend='vectorized' gives each member its hparams as tensors, but "
-                f"{name!r} has non-numeric choices {list(choices)}; encode them as numbers "
-                "or use backend='serial'/'local'.")
 
 
 class RunInterrupted(KeyboardInterrupt):

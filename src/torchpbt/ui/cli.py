@@ -320,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # bad input found before any work, or a run that stopped and says why: one line
         from ..algorithm.scheduler import NoProgress
         from ..engine.controller import WorkersKeepDying
-        from ..engine.runner import BAD_INPUT
+        from ..engine.validate import BAD_INPUT
 
         if getattr(exc, BAD_INPUT, False) or isinstance(exc, (NoProgress, WorkersKeepDying)):
             if getattr(exc, "traceback", None):
