@@ -1,6 +1,7 @@
 """The backend contract (``torchpbt.backends.Backend``), one suite run over every
-in-machine backend: serial, local and Ray. (The queue backend's ``torchpbt worker``
-processes are covered end to end in test_workers.py.)
+backend: serial, local, Ray and the queue of ``backend="workers"`` (here with two
+worker loops in threads on an SQLite store; test_workers.py starts real
+``torchpbt worker`` processes on SQLite and PostgreSQL).
 
 Rules checked: every submitted task gets exactly one outcome, naming its member and
 steps; ``pending`` counts what has no outcome yet; a member that fails gives a failed
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 
 import pytest
 from helpers import InfLoss, Quadratic
@@ -19,7 +21,7 @@ from helpers import InfLoss, Quadratic
 from torchpbt.backends import LocalBackend, SerialBackend, Task
 from torchpbt.engine.checkpoints import CheckpointDir
 
-KINDS = ["serial", "local", "ray"]
+KINDS = ["serial", "local", "ray", "workers"]
 
 
 @pytest.fixture(scope="module")
@@ -44,17 +46,51 @@ def make(request, tmp_path):
             be = SerialBackend(member_cls, ckpt)
         elif request.param == "local":
             be = LocalBackend(member_cls, ckpt, workers=2)
-        else:
+        elif request.param == "ray":
             request.getfixturevalue("ray_runtime")
             from torchpbt.backends import RayBackend
 
             be = RayBackend(member_cls, ckpt, workers=2)
+        else:
+            be = _queue_backend(member_cls, tmp_path, ckpt, stops)
         made.append(be)
         return be
 
+    stops: list = []
     yield build
     for be in made:
         be.close()
+    for stop in stops:
+        stop()
+
+
+def _queue_backend(member_cls, tmp_path, ckpt, stops):
+    """A QueueBackend on a fresh run row, and two worker loops claiming its tasks."""
+    from torchpbt.backends import IntervalRunner
+    from torchpbt.backends.queue import EXTRAS_DIR, QueueBackend
+    from torchpbt.backends.worker import task_to_json
+    from torchpbt.backends.worker_service import _loop
+    from torchpbt.store import SQLStore
+    from torchpbt.store.queue import TaskQueue
+
+    store = SQLStore(f"sqlite:///{tmp_path / 'queue.db'}")
+    run_id = store.create_run(f"contract-{len(stops)}", {}, {}, [])
+    be = QueueBackend(TaskQueue(store.engine, run_id), task_to_json, tmp_path, timeout=60)
+    loops = [threading.Thread(target=_loop, daemon=True, args=(
+        TaskQueue(store.engine, run_id), IntervalRunner(member_cls, ckpt),
+        tmp_path / EXTRAS_DIR, 0.5, 0.05, lambda _msg: None)) for _ in range(2)]
+    for t in loops:
+        t.start()
+
+    def stop():  # a finished run sends its workers home
+        store.record(run_id, None, [], [], None, status="done")
+        for t in loops:
+            t.join(timeout=30)
+        assert not any(t.is_alive() for t in loops), "a worker loop did not stop"
+        store.close()
+
+    stops.append(stop)
+    return be
 
 
 def _drain(be) -> list:

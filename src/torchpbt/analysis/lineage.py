@@ -112,7 +112,7 @@ def check_log(intervals: Sequence[Mapping[str, Any]], events: Sequence[Mapping[s
                 problems.append(
                     f"member {m}: interval {iv['start_step']}-{iv['end_step']} started at "
                     f"{iv['start_step']} from {iv['start_checkpoint']}, not at {age} from {weights}")
-            good = iv.get("end_checkpoint") and _finite(iv.get("score"))
+            good = iv.get("end_checkpoint") and finite_number(iv.get("score"))
             if good:
                 age, weights = iv["end_step"], iv["end_checkpoint"]
             mine_now = []
@@ -139,5 +139,6 @@ def check_log(intervals: Sequence[Mapping[str, Any]], events: Sequence[Mapping[s
     return problems
 
 
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
+def finite_number(x: Any) -> bool:
+    """A real, finite number (a stored score, say): not None, NaN, inf or a bool."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

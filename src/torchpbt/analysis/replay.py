@@ -2,13 +2,11 @@
 
 A member's final weights were trained by several members in turn (each exploit
 copied them on). Replay follows that lineage with a single fresh model, interval
-by interval, exactly as the worker ran each one: the interval trained as member
-``m`` from its step ``s`` is seeded with ``derive_seed(run_seed, m, s)`` before
-``setup`` (first interval only) and again before ``train``; where the original
-weights moved to another member (an exploit), the state goes through a
-checkpoint round trip as the worker's load did; ``apply_hparams`` sets the
-segment's values; ``evaluate`` runs after every interval. Nothing is read from
-the run's checkpoints. So where the run is deterministic (the serial backend,
+by interval, with the workers' own interval runner: the interval trained as
+member ``m`` from its step ``s`` is the task ``(m, s)`` seeded with
+``derive_seed(run_seed, m, s)``, starting from the weights the previous segment
+wrote (in a scratch directory: nothing is read from the run's checkpoints), so
+an exploit loads them into a fresh member as the worker's did. So where the run is deterministic (the serial backend,
 or any backend when intervals do not depend on scheduling), the replayed score
 equals the original's bit for bit, and each interval's weights hash to the
 checkpoint key the run stored for it.
@@ -21,19 +19,14 @@ same by ``setup()`` whatever the member's initial hparams were.
 
 from __future__ import annotations
 
-import hashlib
-import io
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-import torch
-
-from ..backends import derive_seed, resolve_devices
-from ..backends.worker import seed_everything
-from ..engine.checkpoints import _canonical
-from ..engine.member import as_score, check_member_class
+from ..backends import IntervalRunner, Task, derive_seed, resolve_devices
+from ..engine.member import check_member_class
 from ..engine.resume import member_class_of
 from .result import Result
 from .schedule import Schedule, ScheduleError, Segment
@@ -116,51 +109,26 @@ def replay_schedule(member_class: type, schedule: Schedule, device: str = "cpu",
             "this schedule does not say which member trained each segment from which step; "
             "build it with Schedule.from_run."
         )
-    inst: Any = None
-    previous: int | None = None
     scores: list[float] = []
     same: list[bool | None] = []
-    for seg in schedule:
-        seed = derive_seed(schedule.seed, seg.member_id, seg.member_step)  # type: ignore[arg-type]
-        hparams = dict(seg.hparams)
-        seed_everything(seed)
-        if inst is None:
-            inst = _fresh(member_class, device, hparams)
-        elif inst.needs_setup(hparams):  # the worker builds anew, then loads the weights
-            state = _round_trip(inst.state_dict())
-            inst = _fresh(member_class, device, hparams)
-            inst.load_state_dict(state)
-        elif seg.member_id != previous:  # an exploit: the worker loaded the donor's checkpoint
-            inst.load_state_dict(_round_trip(inst.state_dict()))
-        inst.apply_hparams(hparams)
-        seed_everything(seed)  # again: setup() above has used random numbers
-        inst.train(seg.steps)
-        score = as_score(inst.evaluate(), f"{member_class.__name__}.evaluate()")
-        identical = None if seg.checkpoint is None else _key(inst.state_dict()) == seg.checkpoint
-        scores.append(score)
-        same.append(identical)
-        previous = seg.member_id
-        if on_segment is not None:
-            on_segment(seg, score, identical)
+    key: str | None = None
+    # the workers' own interval code on a scratch checkpoint directory: the same order of
+    # seeding, setup, load, apply_hparams, train, evaluate and save as in the run
+    with tempfile.TemporaryDirectory(prefix="torchpbt-replay-") as scratch:
+        runner = IntervalRunner(member_class, scratch, device)
+        for seg in schedule:
+            member_id, step = cast(int, seg.member_id), cast(int, seg.member_step)
+            out = runner.run(Task(member_id, step, seg.steps, dict(seg.hparams), key,
+                                  derive_seed(schedule.seed, member_id, step)))
+            if out.failed:
+                raise ScheduleError(
+                    f"replaying member {member_id}'s interval from step {step} failed, where "
+                    f"the run's did not: {(out.error or '').strip().splitlines()[-1]}")
+            key = out.checkpoint
+            identical = None if seg.checkpoint is None else key == seg.checkpoint
+            scores.append(out.score)
+            same.append(identical)
+            if on_segment is not None:
+                on_segment(seg, out.score, identical)
+        inst = runner.live_member(member_id)
     return Replayed(schedule, inst, scores, same)
-
-
-def _fresh(member_class: type, device: str, hparams: dict[str, Any]) -> Any:
-    inst = member_class()
-    inst.device = device
-    inst.setup(dict(hparams))
-    return inst
-
-
-def _serialize(state: Any) -> bytes:
-    buf = io.BytesIO()
-    torch.save(_canonical(state), buf)  # as CheckpointDir.save writes it
-    return buf.getvalue()
-
-
-def _round_trip(state: Any) -> Any:
-    return torch.load(io.BytesIO(_serialize(state)), weights_only=True, map_location="cpu")
-
-
-def _key(state: Any) -> str:
-    return hashlib.sha256(_serialize(state)).hexdigest()

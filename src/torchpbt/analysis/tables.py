@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ..store.sql import strict_json
 
 if TYPE_CHECKING:
     import pandas
@@ -31,7 +32,7 @@ def flat(row: dict[str, Any]) -> dict[str, Any]:
             for hk, hv in v.items():
                 out[f"{k}.{hk}"] = hv
         elif isinstance(v, (dict, list)):
-            out[k] = json.dumps(json_safe(v))
+            out[k] = json.dumps(strict_json(v))
         else:
             out[k] = v
     return out
@@ -58,17 +59,6 @@ def dataframe(result: Result, kind: str) -> pandas.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def json_safe(v: Any) -> Any:
-    """Strict JSON: NaN and infinities become null."""
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [json_safe(x) for x in v]
-    return v
-
-
 def export(result: Result, fmt: str, out: Path) -> list[Path]:
     """Write every interval, score and event (``csv``: a file per kind; ``json``: one
     file with the run and its members too); return the files written."""
@@ -77,7 +67,7 @@ def export(result: Result, fmt: str, out: Path) -> list[Path]:
         doc = {"run": result.run, "members": result.members,
                **{k: getattr(result, k) for k in KINDS}}
         target = out / "run.json"
-        target.write_text(json.dumps(json_safe(doc), indent=1))
+        target.write_text(json.dumps(strict_json(doc), indent=1))
         return [target]
     written = []
     for kind in KINDS:

@@ -41,6 +41,14 @@ class ClassRef:
         mod = sys.modules.get(member_cls.__module__)
         return cls(member_cls.__module__, member_cls.__qualname__, getattr(mod, "__file__", None))
 
+    def to_dict(self) -> dict[str, Any]:
+        """As stored: a run's member class, a strategy stored by reference."""
+        return {"module": self.module, "qualname": self.qualname, "path": self.path}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ClassRef:
+        return cls(d["module"], d["qualname"], d["path"])
+
     def resolve(self) -> type:
         mod = sys.modules.get(self.module)
         if self.module in ("__main__", "__mp_main__") and self.path and (
@@ -125,6 +133,10 @@ class IntervalRunner:
         self.name = f"{os.uname().nodename}:{os.getpid()}"
         self._live: dict[int, tuple[Any, str | None]] = {}
         self.hooks = Hooks(self.checkpoints)
+
+    def live_member(self, member_id: int) -> Any:
+        """The member object that ran ``member_id``'s last successful interval here."""
+        return self._live[member_id][0]
 
     def _member_for(self, task: Task, hooks: Sequence[tuple[IntervalHook, Any]] = ()) -> Any:
         builder = next(((h, p) for h, p in hooks if h.sets_weights), None)

@@ -11,9 +11,9 @@ run again elsewhere.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from ..engine.checkpoints import atomic_write
 from ..engine.resume import member_class_of
 from ..engine.settings import RunSettings
 from ..store import SQLStore, StoreError
@@ -185,11 +186,10 @@ def _save_extras(folder: Path, task_id: int, out: Outcome) -> str | None:
     if not out.extras:
         return None
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    with os.fdopen(fd, "wb") as f:
-        torch.save(dict(out.extras), f)
+    buf = io.BytesIO()
+    torch.save(dict(out.extras), buf)
     name = f"{task_id}.pt"
-    os.replace(tmp, folder / name)
+    atomic_write(folder / name, buf.getvalue())
     return name
 
 

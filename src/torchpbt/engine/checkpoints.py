@@ -56,6 +56,27 @@ def _canonical(obj: Any) -> Any:
     return obj
 
 
+def atomic_write(target: Path, data: bytes, *, durable: bool = False,
+                 crash_at: str | None = None) -> None:
+    """Write ``data`` to a temp file beside ``target`` and rename it over ``target``: a
+    crash leaves the old file or the new one, never half of one (``durable``: fsync
+    first, so a power loss does not either). ``crash_at`` names the fault-injection point
+    between the write and the rename."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        if crash_at:
+            crash_point(crash_at)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class CheckpointDir:
     """A directory of checkpoints named by content hash."""
 
@@ -78,18 +99,7 @@ class CheckpointDir:
         key = hashlib.sha256(data).hexdigest()
         target = self.file(key)
         if not self._intact(target, key):  # dedup, but a damaged copy is written afresh
-            fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".tmp-", suffix=SUFFIX)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    if self.durable:
-                        f.flush()
-                        os.fsync(f.fileno())
-                crash_point("checkpoint_write")
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            atomic_write(target, data, durable=self.durable, crash_at="checkpoint_write")
         return key, len(data)
 
     @staticmethod

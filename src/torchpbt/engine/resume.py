@@ -108,7 +108,7 @@ def member_class_of(ref: dict[str, Any],
                     pass_it: str = "member=YourClass to torchpbt.resume") -> type:
     """The run's member class from its stored reference; ``pass_it`` says how to give it."""
     try:
-        return ClassRef(ref["module"], ref["qualname"], ref["path"]).resolve()
+        return ClassRef.from_dict(ref).resolve()
     except Exception as exc:
         raise StoreError(
             f"cannot import the run's member class {ref['qualname']} from "

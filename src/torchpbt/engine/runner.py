@@ -168,14 +168,13 @@ def run(
             run_path.mkdir(parents=True, exist_ok=True)
         store = SQLStore(storage) if storage else None
         run_path.mkdir(parents=True, exist_ok=True)
-        ref = ClassRef.of(member)
         settings = RunSettings(
             population=population, ready_every=ready_every, steps=steps, mode=mode, sync=sync,
             burn_in=burn_in, inherit_hparams=inherit_hparams, explore_when=explore_when,
             seed=seed, exploit=repr(exploit), explore=repr(explore),
             exploit_spec=to_spec(exploit), explore_spec=to_spec(explore), backend=backend,
             workers=n_workers, devices=device_list,
-            member={"module": ref.module, "qualname": ref.qualname, "path": ref.path},
+            member=ClassRef.of(member).to_dict(),
             run_dir=str(run_path.resolve()), torchpbt=__version__,
             knowledge_sharing=knowledge_sharing.to_dict() if knowledge_sharing else None,
             max_retries=max_retries, worker_timeout=float(worker_timeout),

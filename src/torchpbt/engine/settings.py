@@ -72,7 +72,7 @@ class RunSettings:
     def member_ref(self) -> ClassRef:
         from ..backends.worker import ClassRef
 
-        return ClassRef(self.member["module"], self.member["qualname"], self.member["path"])
+        return ClassRef.from_dict(self.member)
 
     def extensions(self, run_path: Path) -> list[RunExtension]:
         """The controller's halves of the extensions this run turned on."""

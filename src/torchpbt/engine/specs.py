@@ -49,9 +49,7 @@ def to_spec(obj: Any) -> dict[str, Any] | None:
     target = obj if isinstance(obj, type) or callable(obj) and hasattr(obj, "__qualname__") \
         else None
     if target is not None and not bound and "<" not in target.__qualname__:  # no lambda/closure
-        ref = ClassRef.of(target)
-        return {"type": "ref", "module": ref.module, "qualname": ref.qualname, "path": ref.path,
-                "repr": repr(obj)}
+        return {"type": "ref", **ClassRef.of(target).to_dict(), "repr": repr(obj)}
     return {"type": "unrestorable", "repr": repr(obj)}
 
 
@@ -65,7 +63,7 @@ def from_spec(spec: dict[str, Any] | None, what: str) -> Any:
     kind = spec["type"]
     if kind == "ref":
         try:
-            return ClassRef(spec["module"], spec["qualname"], spec["path"]).resolve()
+            return ClassRef.from_dict(spec).resolve()
         except Exception as exc:
             raise SpecError(
                 f"cannot import the run's {what} {spec['repr']} ({exc}); pass it again: "

@@ -44,14 +44,14 @@ UPDATED_AT_EVERY = 1.0  # seconds between writes of runs.updated_at alone
 _RUN_LOCK = 0x74706275  # advisory lock class for "controls run N" ("tpbu")
 
 
-def _strict(obj: Any) -> Any:
+def strict_json(obj: Any) -> Any:
     """``obj`` with every non-finite float replaced by None (strict JSON)."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: _strict(v) for k, v in obj.items()}
+        return {k: strict_json(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_strict(v) for v in obj]
+        return [strict_json(v) for v in obj]
     return obj
 
 
@@ -61,7 +61,7 @@ def json_dumps(obj: Any) -> str:
     try:
         return _ENCODE(obj)
     except ValueError:  # a non-finite float somewhere: rare, so only then walk the value
-        return _ENCODE(_strict(obj))
+        return _ENCODE(strict_json(obj))
 
 
 # one encoder for every call: json.dumps with any option builds a new one each time

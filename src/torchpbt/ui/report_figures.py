@@ -7,18 +7,14 @@ check them against the events; the ``*_figure`` functions draw them on a bare
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Mapping
 from typing import Any
 
 from ..algorithm.space import Choice, Domain, Float, Int, Space
+from ..analysis.lineage import finite_number
 
 GREY, BEST, DONOR = "#a0a0a0", "#d62728", "#606060"
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def best_member(result: Any) -> dict[str, Any] | None:
@@ -26,14 +22,14 @@ def best_member(result: Any) -> dict[str, Any] | None:
     if not result.members:
         return None
     best = result.best_member
-    return best if _finite(best["score"]) else None
+    return best if finite_number(best["score"]) else None
 
 
 def member_points(result: Any) -> dict[int, list[tuple[int, float]]]:
     """Each member's valid scores as (step, score), in step order."""
     out: dict[int, list[tuple[int, float]]] = {}
     for s in sorted(result.scores, key=lambda s: (s["step"], s["id"])):
-        if _finite(s["score"]):
+        if finite_number(s["score"]):
             out.setdefault(s["member_id"], []).append((s["step"], float(s["score"])))
     return out
 
@@ -79,7 +75,7 @@ def lineage_segments(result: Any) -> dict[str, Any]:
         if donor is None or step is None:
             return None
         sc = lookup.get((donor, step), fallback)
-        return (step, float(sc)) if _finite(sc) else None
+        return (step, float(sc)) if finite_number(sc) else None
 
     branches, mix_branches = [], []
     for e in result.exploits:
@@ -99,7 +95,7 @@ def lineage_segments(result: Any) -> dict[str, Any]:
     path = []
     if best is not None:
         for iv in result.trace(best["member_id"]):
-            if _finite(iv.get("score")):
+            if finite_number(iv.get("score")):
                 path.append((iv["member_id"], iv["end_step"], float(iv["score"])))
     return {"segments": segments, "branches": branches, "mix_branches": mix_branches,
             "best_path": path, "best_member_id": None if best is None else best["member_id"],
@@ -113,7 +109,7 @@ def axis_scale(domain: Domain | None, values: list[Any] | None = None) -> str:
         return "category"
     if isinstance(domain, (Float, Int)):
         return "log" if domain.log else "linear"
-    if values and not all(_finite(v) for v in values):
+    if values and not all(finite_number(v) for v in values):
         return "category"
     return "linear"
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ...engine.checkpoints import atomic_write
 from ...engine.faults import crash_point
 
 
@@ -198,10 +198,7 @@ class KnowledgeTable:
         buf = io.BytesIO()
         torch.save({"probs": self.probs, "has": self.has, "version": self.version}, buf)
         data = buf.getvalue()
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)
+        atomic_write(target, data)
         return hashlib.sha256(data).hexdigest()
 
     def publish(self) -> None:
