@@ -89,7 +89,7 @@ def pbt_run(args: tuple[str, int, dict]) -> dict:
                          ready_every=cfg["ready_every"], seed=seed, backend="serial",
                          run_dir=run_dir, progress=False, **kw)
         test = test_accuracy(result)
-        schedule = [(s["from_step"], s["to_step"], s["hparams"]["lr"]) for s in result.schedule()]
+        schedule = [(s.from_step, s.to_step, s.hparams["lr"]) for s in result.schedule()]
     curve = C.best_per_step(result.scores, result.mode)
     return {"seed": seed, "method": method, "best_val": result.best_score, "best_test": test,
             "best_hparams": result.best_hparams, "exploits": len(result.exploits),

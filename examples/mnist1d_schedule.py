@@ -88,7 +88,7 @@ def main(argv=None):
     print(f"best member {result.best_member_id}: validation accuracy {result.best_score:.4f}, "
           f"test accuracy {test_accuracy(result):.4f}")
     print("its lr schedule: " + ", ".join(
-        f"{s['from_step']}-{s['to_step']}: {s['hparams']['lr']:.3g}" for s in result.schedule()))
+        f"{s.from_step}-{s.to_step}: {s.hparams['lr']:.3g}" for s in result.schedule()))
     print(f"results are in {result.run_dir.resolve()}  (torchpbt status {result.run_dir})")
     return result
 

@@ -1,6 +1,9 @@
 """The discovered schedule follows the weights across exploits (pure, plain rows)."""
 
+import pytest
+
 from torchpbt.analysis import lineage
+from torchpbt.analysis.schedule import Schedule, ScheduleError
 
 
 def iv(i, member, start, end, lr, start_ck, end_ck, score=0.5):
@@ -27,13 +30,19 @@ def test_trace_follows_checkpoints_across_members():
 
 
 def test_schedule_is_in_the_weights_own_steps_and_merges_equal_runs():
-    s = lineage.schedule(ROWS, 0)
-    assert [(x["from_step"], x["to_step"], x["member_id"], x["hparams"]["lr"]) for x in s] == [
+    full = Schedule.from_intervals(ROWS, 0)
+    s = full.merged()
+    assert [(x.from_step, x.to_step, x.member_id, x.hparams["lr"]) for x in s] == [
         (0, 10, 0, 0.1), (10, 30, 1, 0.24), (30, 40, 0, 0.3)]
+    assert len(full) == 4 and s.total == full.total  # merging joins, never drops, steps
+    assert s[1]["member_step"] == full[1].member_step and s[1].checkpoint == full[2].checkpoint
+    assert all(s.at(t) == full.at(t) for t in range(full.total))
 
 
-def test_member_without_intervals_has_empty_schedule():
-    assert lineage.schedule(ROWS, 9) == [] and lineage.ancestors(ROWS, 9) == []
+def test_member_without_intervals_has_no_schedule_and_says_so():
+    assert lineage.ancestors(ROWS, 9) == []
+    with pytest.raises(ScheduleError, match="no trained weights yet"):
+        Schedule.from_intervals(ROWS, 9)
 
 
 # -- check_log: what a whole log must satisfy (used on distributed runs) ------------
@@ -111,7 +120,7 @@ def test_equal_weights_written_by_two_members_keep_each_members_own_history():
         iv(6, 0, 20, 30, 0.1, "z", "z"),
     ]
     assert [r["id"] for r in lineage.trace(rows, 0)] == [1, 4, 6]
-    assert lineage.schedule(rows, 0)[-1]["to_step"] == 30
+    assert Schedule.from_intervals(rows, 0).total == 30
 
 
 def test_check_log_accepts_a_copy_of_a_member_that_has_just_copied():

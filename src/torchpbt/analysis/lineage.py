@@ -48,23 +48,6 @@ def trace(intervals: Sequence[Mapping[str, Any]], member_id: int,
     return list(reversed(chain))
 
 
-def schedule(intervals: Sequence[Mapping[str, Any]], member_id: int,
-             checkpoint: str | None = None) -> list[dict[str, Any]]:
-    """The hparams the member's weights saw, as segments of the weights' own age in steps."""
-    out: list[dict[str, Any]] = []
-    age = 0
-    for iv in trace(intervals, member_id, checkpoint):
-        n = iv["end_step"] - iv["start_step"]
-        seg = {"from_step": age, "to_step": age + n, "member_id": iv["member_id"],
-               "hparams": dict(iv["hparams"]), "score": iv.get("score")}
-        if out and out[-1]["hparams"] == seg["hparams"] and out[-1]["member_id"] == seg["member_id"]:
-            out[-1]["to_step"], out[-1]["score"] = seg["to_step"], seg["score"]
-        else:
-            out.append(seg)
-        age += n
-    return out
-
-
 def ancestors(intervals: Sequence[Mapping[str, Any]], member_id: int,
               checkpoint: str | None = None) -> list[int]:
     """Members whose weights flowed into ``member_id``, in order, without repeats."""

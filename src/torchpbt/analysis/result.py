@@ -14,6 +14,8 @@ from . import lineage, tables
 if TYPE_CHECKING:
     import pandas
 
+    from .schedule import Schedule
+
 DB_NAME = "torchpbt.db"
 
 
@@ -168,10 +170,13 @@ class Result:
         member_id = self.best_member_id if member_id is None else member_id
         return lineage.trace(self.intervals, member_id, self.checkpoint_of(member_id))
 
-    def schedule(self, member_id: int | None = None) -> list[dict[str, Any]]:
-        """The hparams the member's final weights were trained with, across exploits."""
-        member_id = self.best_member_id if member_id is None else member_id
-        return lineage.schedule(self.intervals, member_id, self.checkpoint_of(member_id))
+    def schedule(self, member_id: int | None = None) -> Schedule:
+        """The hparams the member's final weights were trained with, across exploits
+        (default: the best member's), equal neighbouring intervals merged: see
+        :meth:`Schedule.merged`; :meth:`Schedule.from_result` keeps every interval."""
+        from .schedule import Schedule
+
+        return Schedule.from_result(self, member_id).merged()
 
     def lineage(self, member_id: int | None = None) -> list[int]:
         member_id = self.best_member_id if member_id is None else member_id

@@ -18,14 +18,17 @@ be used: save it as JSON and follow it in a plain PyTorch loop::
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import json
 import math
 import numbers
 import operator
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from . import lineage
 
 FORMAT = "torchpbt.schedule/1"
 
@@ -52,11 +55,20 @@ class Segment:
     def steps(self) -> int:
         return self.to_step - self.from_step
 
+    def __getitem__(self, name: str) -> Any:
+        """``seg["hparams"]`` reads like ``seg.hparams`` (``Result.schedule()`` once gave dicts)."""
+        if name not in _SEGMENT_FIELDS:
+            raise KeyError(name)
+        return getattr(self, name)
+
     def to_dict(self) -> dict[str, Any]:
         return {"from_step": self.from_step, "to_step": self.to_step,
                 "hparams": dict(self.hparams), "member_id": self.member_id,
                 "member_step": self.member_step, "score": self.score,
                 "checkpoint": self.checkpoint}
+
+
+_SEGMENT_FIELDS = frozenset(f.name for f in dataclasses.fields(Segment))
 
 
 @dataclass(frozen=True)
@@ -110,10 +122,20 @@ class Schedule:
                 f"run {result.run['name']} has no member {member!r}; its members are "
                 f"{ids[0]}–{ids[-1]}." if ids else f"run {result.run['name']} has no members."
             )
-        chain = result.trace(int(member))
+        return cls.from_intervals(result.intervals, int(member),
+                                  result.checkpoint_of(int(member)), seed=result.settings.seed,
+                                  run=result.run.get("name"))
+
+    @classmethod
+    def from_intervals(cls, intervals: Sequence[Mapping[str, Any]], member_id: int,
+                       checkpoint: str | None = None, *, seed: int | None = None,
+                       run: str | None = None) -> Schedule:
+        """The schedule of the weights ``checkpoint`` (default: ``member_id``'s latest),
+        from a run's interval rows: one segment per interval of their lineage."""
+        chain = lineage.trace(intervals, member_id, checkpoint)
         if not chain:
             raise ScheduleError(
-                f"member {member} of run {result.run['name']} has no trained weights yet (no "
+                f"member {member_id} of run {run or '?'} has no trained weights yet (no "
                 "interval of its lineage finished with a checkpoint); pick another member or "
                 "wait for the run."
             )
@@ -123,8 +145,22 @@ class Schedule:
             segs.append(Segment(age, age + n, dict(iv["hparams"]), iv["member_id"],
                                 iv["start_step"], iv.get("score"), iv.get("end_checkpoint")))
             age += n
-        return cls(tuple(segs), int(member), result.settings.seed,
-                   result.run.get("name"))
+        return cls(tuple(segs), member_id, seed, run)
+
+    def merged(self) -> Schedule:
+        """Neighbouring segments trained as the same member with the same hparams joined
+        into one (the compact view ``Result.schedule()`` gives). For reading: a replay
+        needs one segment per interval, since each interval had its own seed."""
+        out: list[Segment] = []
+        for seg in self.segments:
+            last = out[-1] if out else None
+            if last is not None and last.member_id == seg.member_id \
+                    and last.hparams == seg.hparams:
+                out[-1] = dataclasses.replace(last, to_step=seg.to_step, score=seg.score,
+                                              checkpoint=seg.checkpoint)
+            else:
+                out.append(seg)
+        return Schedule(tuple(out), self.member_id, self.seed, self.run)
 
     # -- use ----------------------------------------------------------------
     @property
@@ -157,6 +193,9 @@ class Schedule:
 
     def __iter__(self) -> Iterator[Segment]:
         return iter(self.segments)
+
+    def __getitem__(self, i: int) -> Segment:
+        return self.segments[i]
 
     def __len__(self) -> int:
         return len(self.segments)

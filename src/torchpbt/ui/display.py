@@ -120,7 +120,7 @@ def print_summary(result: Any, console: Console | None = None) -> None:
     for col in ("steps", "trained as member", "score at end", "hparams"):
         s.add_column(col, overflow="fold")
     for seg in result.schedule():
-        score = "—" if seg["score"] is None else fmt(seg["score"])
-        s.add_row(f"{seg['from_step']}–{seg['to_step']}", str(seg["member_id"]), score,
-                  fmt_hparams(seg["hparams"]))
+        score = "—" if seg.score is None else fmt(seg.score)
+        s.add_row(f"{seg.from_step}–{seg.to_step}", str(seg.member_id), score,
+                  fmt_hparams(seg.hparams))
     console.print(s)

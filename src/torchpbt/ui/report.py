@@ -135,9 +135,9 @@ def render_html(result: Result, figures: list[tuple[str, str]], generated: str) 
         parts.append("<p>No member has a score yet.</p>")
     else:
         sched = result.schedule(best["member_id"])
-        names = list(sched[0]["hparams"]) if sched else []
-        rows = [[f"{s['from_step']}–{s['to_step']}", f"m{s['member_id']}", _score(s["score"]),
-                 *(fmt(s["hparams"].get(n)) for n in names)] for s in sched]
+        names = list(sched[0].hparams)
+        rows = [[f"{s.from_step}–{s.to_step}", f"m{s.member_id}", _score(s.score),
+                 *(fmt(s.hparams.get(n)) for n in names)] for s in sched]
         parts += [f"<p>The hyperparameters member {best['member_id']}'s final weights were "
                   "trained with, across exploits. Steps count the weights' own training (a "
                   "copy resumes at the donor's step).</p>",
