@@ -3,6 +3,7 @@ per-member state and the run's PBT settings (validated here, before any work).""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -57,6 +58,12 @@ class Decision:
     @property
     def start_step(self) -> int:
         return self.step if self.from_step is None else self.from_step
+
+
+def plan_reads(mix: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """The checkpoints a NAS child's interval reads besides its base: the second parent's."""
+    donor = mix.get("donor_checkpoint") if mix else None
+    return (donor,) if donor else ()
 
 
 Donor = tuple[str | None, dict[str, Any], int, list[float]]  # checkpoint, hparams, step, history

@@ -6,8 +6,9 @@ by interval, with the workers' own interval runner: the interval trained as
 member ``m`` from its step ``s`` is the task ``(m, s)`` seeded with
 ``derive_seed(run_seed, m, s)``, starting from the weights the previous segment
 wrote (in a scratch directory: nothing is read from the run's checkpoints), so
-an exploit loads them into a fresh member as the worker's did. So where the run is deterministic (the serial backend,
-or any backend when intervals do not depend on scheduling), the replayed score
+an exploit loads them into a fresh member as the worker's did. So where the run
+is deterministic (the serial backend, or any backend when intervals do not
+depend on scheduling), the replayed score
 equals the original's bit for bit, and each interval's weights hash to the
 checkpoint key the run stored for it.
 

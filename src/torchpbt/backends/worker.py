@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..algorithm.scheduler_types import plan_reads
 from ..engine.checkpoints import CheckpointDir, CheckpointError
 from ..engine.extension import Hooks, IntervalHook
 from ..engine.member import as_loss, as_score, is_bad_loss
@@ -138,8 +139,9 @@ class IntervalRunner:
         """The member object that ran ``member_id``'s last successful interval here."""
         return self._live[member_id][0]
 
-    def _member_for(self, task: Task, hooks: Sequence[tuple[IntervalHook, Any]] = ()) -> Any:
-        builder = next(((h, p) for h, p in hooks if h.sets_weights), None)
+    def _member_for(self, task: Task,
+                    hooks: Sequence[tuple[str, IntervalHook, Any]] = ()) -> Any:
+        builder = next(((h, p) for _, h, p in hooks if h.sets_weights), None)
         inst, current = self._live.pop(task.member_id, (None, None))
         if inst is None or builder is not None or inst.needs_setup(task.hparams) or (
             task.checkpoint is None and current is not None
@@ -161,9 +163,9 @@ class IntervalRunner:
         end = task.start_step + task.steps
         try:
             seed_everything(task.seed)
-            hooks = self.hooks.of(task) if task.extras else []
+            hooks = self.hooks.of(task)
             inst = self._member_for(task, hooks)
-            for hook, payload in hooks:
+            for _, hook, payload in hooks:
                 hook.before_train(inst, task, payload)
             seed_everything(task.seed)  # again: a fresh setup() above has used random numbers
             raw_loss = inst.train(task.steps)
@@ -175,7 +177,7 @@ class IntervalRunner:
                 return self._failed(task, t0, loss, f"score is {score}", score)
             key, size = self.checkpoints.save(inst.state_dict())
             extras: dict[str, Any] = {}
-            for (name, _), (hook, payload) in zip(task.extras.items(), hooks, strict=True):
+            for name, hook, payload in hooks:
                 record = hook.after_train(inst, task, payload)
                 if record is not None:
                     extras[name] = record
@@ -215,6 +217,6 @@ def task_from_json(d: Mapping[str, Any]) -> Task:
     extras, reads = dict(d.get("extras") or {}), tuple(d.get("also_reads", ()))
     if d.get("mix"):  # stored before extensions had a seam (a NAS child's plan)
         extras = {**extras, "mix": d["mix"]}
-        reads = tuple(k for k in (d["mix"].get("donor_checkpoint"),) if k)
+        reads = plan_reads(d["mix"])
     return Task(d["member_id"], d["start_step"], d["steps"], dict(d["hparams"]), d["checkpoint"],
                 d["seed"], extras, reads)

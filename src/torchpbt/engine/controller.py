@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..algorithm.scheduler import Decision, Report
+from ..algorithm.scheduler_types import plan_reads
 from ..algorithm.space import Space
 from ..backends import Backend, Outcome, Task, derive_seed
 from ..backends.worker import task_from_json, task_to_json
@@ -135,13 +136,11 @@ class Controller:
     def _task_for(self, d: Decision) -> Task:
         extras = {e.name: p for e in self.extensions
                   if (p := e.payload(d.member_id, self.scheduler)) is not None}
-        reads: tuple[str, ...] = ()
         if d.mix is not None:  # an architecture strategy's plan: a NAS child (ext/nas)
             extras["mix"] = d.mix
-            reads = tuple(k for k in (d.mix.get("donor_checkpoint"),) if k)
         return Task(d.member_id, d.start_step, d.train_steps, d.hparams, d.checkpoint,
                     derive_seed(self.seed, d.member_id, d.start_step), extras,
-                    reads)
+                    plan_reads(d.mix))
 
     def _retry(self, out: Outcome, task: Task) -> EventRecord | None:
         """A dead worker is not the member's fault: run the same interval again, a few times."""

@@ -90,7 +90,8 @@ class RunExtension(Protocol):
         """Tidy up once a step is durable (e.g. delete files no running task reads)."""
 
 
-def _resolve(path: str) -> Any:
+def import_path(path: str) -> Any:
+    """The object ``"package.module:Name"`` (or ``"...:Outer.Inner"``) names, imported."""
     module, _, attr = path.partition(":")
     obj: Any = importlib.import_module(module)
     for part in attr.split("."):
@@ -105,12 +106,12 @@ def hook_class(name: str) -> type[IntervalHook]:
         raise ValueError(
             f"a task carries a payload named {name!r}, which names no interval hook: use one "
             f"of {sorted(HOOKS)} or 'package.module:Class'.")
-    return _resolve(path)
+    return import_path(path)
 
 
 def options_class(option: str) -> type[Any]:
     """The options class of ``run(<option>=...)`` (imported on first use)."""
-    return _resolve(OPTIONS[option])
+    return import_path(OPTIONS[option])
 
 
 def run_extensions(options: Mapping[str, Any], run_path: Path) -> list[RunExtension]:
@@ -126,11 +127,12 @@ class Hooks:
         self.checkpoints = checkpoints
         self._built: dict[str, IntervalHook] = {}
 
-    def of(self, task: Task) -> list[tuple[IntervalHook, Any]]:
+    def of(self, task: Task) -> list[tuple[str, IntervalHook, Any]]:
+        """``(name, hook, payload)`` for each extension the task carries, in its order."""
         out = []
         for name, payload in task.extras.items():
             hook = self._built.get(name)
             if hook is None:
                 hook = self._built[name] = hook_class(name)(self.checkpoints)
-            out.append((hook, payload))
+            out.append((name, hook, payload))
         return out

@@ -13,11 +13,11 @@ lambda, a closure) cannot be rebuilt: resume then asks for it.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from ..backends.worker import ClassRef
 from ..store import StoreError
+from .extension import import_path
 
 # specs written before classes were named by import path
 _LEGACY = {
@@ -77,11 +77,8 @@ def from_spec(spec: dict[str, Any] | None, what: str) -> Any:
         kind, args = _LEGACY[kind], {k: v for k, v in spec.items() if k != "type"}
     else:
         args = spec["args"]
-    module, _, qualname = kind.partition(":")
     try:
-        cls: Any = importlib.import_module(module)
-        for part in qualname.split("."):
-            cls = getattr(cls, part)
+        cls = import_path(kind)
     except Exception as exc:
         raise SpecError(
             f"cannot import the run's {what} {spec.get('repr', kind)} ({exc}); pass it again: "
