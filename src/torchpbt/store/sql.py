@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -68,12 +69,32 @@ def json_dumps(obj: Any) -> str:
 _ENCODE = json.JSONEncoder(allow_nan=False).encode
 
 
+_BUSY_MS = 10_000
+
+
+def _set_wal(cur: Any) -> None:
+    """WAL mode, so readers (status/report) never block the run.
+
+    Switching a new file to WAL needs an exclusive lock, and SQLite answers "database
+    is locked" at once, without waiting on the busy timeout, while another connection
+    opens the same new file: retry for as long as the busy timeout would have waited."""
+    deadline = time.monotonic() + _BUSY_MS / 1000
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")  # readers (status/report) never block the run
+    cur.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
+    _set_wal(cur)
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=10000")
     # copy the log into the database every ~40 MB rather than 4 MB: pages a run rewrites
     # all the time (its members, the run row) are then copied once per checkpoint, not
     # ten times
