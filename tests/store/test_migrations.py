@@ -258,20 +258,24 @@ def test_crash_during_the_upgrade_changes_nothing(store_url):
 
 
 def test_processes_opening_a_new_store_at_once_create_it_once(store_url):
-    errors: list[BaseException] = []
+    # the race is narrow: on SQLite open many new files, one after the other
+    urls = ([store_url.replace("torchpbt.db", f"new-{i}.db") for i in range(25)]
+            if store_url.startswith("sqlite") else [store_url])
+    for url in urls:
+        errors: list[BaseException] = []
 
-    def open_store() -> None:
-        try:
-            SQLStore(store_url).close()
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+        def open_store(url: str = url, errors: list = errors) -> None:
+            try:
+                SQLStore(url).close()
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
 
-    threads = [threading.Thread(target=open_store) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert errors == [] and _versions(store_url) == (SCHEMA_VERSION, HEAD)
+        threads = [threading.Thread(target=open_store) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert errors == [] and _versions(url) == (SCHEMA_VERSION, HEAD)
 
 
 def test_downgrade_and_upgrade_again(store_url):
