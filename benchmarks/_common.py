@@ -257,13 +257,15 @@ def check_paired(label: str, pair: Mapping[str, Mapping[str, Any]]) -> None:
                            "comparison would not be paired")
 
 
-def method_kwargs(method: str, grid: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """``pbt.run`` options of one compared method: PBT (Truncation(0.25) + Perturb()),
-    random search (no exploit, no explore) or a fixed grid (``grid`` as the population)."""
+def method_kwargs(method: str, grid: Sequence[Mapping[str, Any]],
+                  exploit: Any = None) -> dict[str, Any]:
+    """``pbt.run`` options of one compared method: PBT (``exploit``, by default
+    Truncation(0.25), + Perturb()), random search (no exploit, no explore) or a fixed
+    grid (``grid`` as the population)."""
     import torchpbt as pbt
 
     if method == "pbt":
-        return {"exploit": pbt.Truncation(0.25), "explore": pbt.Perturb()}
+        return {"exploit": exploit or pbt.Truncation(0.25), "explore": pbt.Perturb()}
     if method == "random":
         return {"exploit": None, "explore": None}
     if method == "grid":

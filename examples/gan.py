@@ -52,6 +52,12 @@ SPACE = {
 }
 
 
+# Early on, a generator collapsed onto a few modes outscores members that will cover all
+# eight but still score ~0; copied by plain truncation, it soon becomes every member's
+# ancestor. The cap keeps one initial member's descendants to half the population.
+EXPLOIT = pbt.Truncation(0.25, max_lineage_share=0.5)
+
+
 def lr_d(hparams) -> float:
     return hparams["lr_g"] * hparams["d_ratio"]
 
@@ -148,7 +154,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     result = pbt.run(
         GANMember, SPACE, population=a.population, steps=a.steps, ready_every=a.ready_every,
-        exploit=pbt.Truncation(0.25), explore=pbt.Perturb(), backend=a.backend,
+        exploit=EXPLOIT, explore=pbt.Perturb(), backend=a.backend,
         workers=a.workers, seed=a.seed, run_dir=a.run_dir, progress=not a.quiet,
     )
     stats, h = mode_stats(best_samples(result)), result.best_hparams

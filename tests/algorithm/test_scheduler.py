@@ -681,3 +681,50 @@ def test_a_reporter_decides_before_its_waiters_take_its_weights():
     assert [(d.member_id, d.action, d.donor_id, d.checkpoint) for d in out] == [
         (0, "exploit", 1, "m1@30"), (1, "exploit", 0, "m0@30")]
     assert (s.members[0].checkpoint, s.members[1].checkpoint) == ("m1@30", "m0@30")
+
+
+# -- lineage: the initial member a member's weights descend from -----------------------
+
+def test_a_copy_takes_its_donors_lineage_and_the_state_keeps_it():
+    s = make(population=4, ready_every=10, steps=40, exploit=Truncation(0.25))
+    s.start()
+    for mid, score in ((0, 9.0), (1, 5.0), (2, 4.0)):
+        s.report(rep(mid, 10, score))
+    d = only(s.report(rep(3, 10, 1.0)))
+    assert (d.action, d.donor_id) == ("exploit", 0)
+    assert [s.members[i].lineage for i in range(4)] == [0, 1, 2, 0]
+    # member 1 copies member 3 later: lineage 0 again, not 3
+    s.report(rep(0, 20, 9.0))
+    s.report(rep(3, 20, 8.0))
+    s.report(rep(2, 20, 7.0))
+    d = only(s.report(rep(1, 20, 0.0)))
+    assert d.action == "exploit" and s.members[1].lineage == 0
+    state = json.loads(json.dumps(s.member_state(1)))
+    other = make(population=4, ready_every=10, steps=40)
+    other.load_member_state(state)
+    assert other.members[1].lineage == 0
+    del state["lineage"]  # a run written before lineages: its own
+    other.load_member_state(state)
+    assert other.members[1].lineage == 1
+
+
+def test_fresh_weights_start_their_own_lineage():
+    s = make(population=2, ready_every=10, steps=40, exploit=Truncation(0.5))
+    s.start()
+    s.members[1].lineage = 0  # as if it had copied member 0 once
+    d = only(s.report(rep(1, 10, math.nan)))  # no member has a checkpoint yet
+    assert d.action == "reinit" and s.members[1].lineage == 1
+
+
+def test_sync_copies_take_the_lineage_of_the_snapshot():
+    # member 1 copies 0 and member 2 copies 1 in the same generation: 2 gets 1's weights
+    # as of the snapshot, so lineage 1, even though 1 itself has just become lineage 0
+    class Chain:
+        def __call__(self, member, population, rng):
+            return {1: 0, 2: 1}.get(member.member_id)
+
+    s = make(SyncScheduler, population=3, ready_every=10, steps=40, exploit=Chain())
+    s.start()
+    out = [d for mid in range(3) for d in s.report(rep(mid, 10, float(mid)))]
+    assert {d.member_id: d.donor_id for d in out if d.action == "exploit"} == {1: 0, 2: 1}
+    assert [s.members[i].lineage for i in range(3)] == [0, 0, 1]

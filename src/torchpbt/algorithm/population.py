@@ -29,6 +29,12 @@ class MemberView:
     # random, drawn when the member reported: equal scores rank by it, the same way
     # for every decision until the member reports again
     tiebreak: float = 0.0
+    # the initial member its weights descend from; -1 (a view built by hand): its own
+    lineage: int = -1
+
+    @property
+    def root(self) -> int:
+        return self.member_id if self.lineage < 0 else self.lineage
 
 
 class Ranking:

@@ -114,6 +114,7 @@ class _Scheduler:
                 # strict JSON has no -Infinity (PostgreSQL rejects it): a failure is null
                 "awaiting": m.awaiting, "await_reason": m.await_reason,
                 "await_plan": None if m.await_plan is None else list(m.await_plan),
+                "lineage": m.lineage,
                 "history": [x if math.isfinite(x) else None for x in m.history]}
 
     def load_global_state(self, state: Mapping[str, Any]) -> None:
@@ -136,6 +137,7 @@ class _Scheduler:
             d.get("baseline"),
         )
         m.reported = int(d.get("reported", m.step))
+        m.lineage = int(d.get("lineage", m.member_id))  # older runs kept none: its own
         m.awaiting, m.await_reason = d.get("awaiting"), d.get("await_reason", "")
         m.await_plan = PlanRef(*d["await_plan"]) if d.get("await_plan") else None
         if m.awaiting is not None:
@@ -248,7 +250,7 @@ class _Scheduler:
     def _view(self, member_id: int, shift: float = 0.0) -> MemberView:
         m = self.members[member_id]
         score = -math.inf if m.latest is None else m.latest + shift
-        return MemberView(m.member_id, m.step, score, m.history, m.tiebreak)
+        return MemberView(m.member_id, m.step, score, m.history, m.tiebreak, m.lineage)
 
     def _shifts(self, ranking: AgedRanking, m: MemberState | None) -> Mapping[int, float]:
         if m is None or len(ranking.groups) < 2:
@@ -275,8 +277,7 @@ class _Scheduler:
 
     def _frozen(self) -> dict[int, Donor]:
         """Donor states as of the snapshot, so copies made in a batch cannot leak into it."""
-        return {m.member_id: (m.checkpoint, dict(m.hparams), m.step, list(m.history))
-                for m in self.members.values()}
+        return {m.member_id: _donor_of(m, copy=True) for m in self.members.values()}
 
     def _everyone_scored(self) -> bool:
         """Exploit waits for every member's first score: ranking a partial first
@@ -352,7 +353,7 @@ class _Scheduler:
         """``m`` takes the donor's weights, their age and (by default) its hparams."""
         cfg = self.config
         at = m.reported
-        d_ckpt, d_hparams, d_step, d_history = self._donor(donor_id, frozen)
+        d_ckpt, d_hparams, d_step, d_history, d_lineage = self._donor(donor_id, frozen)
         finished = d_step >= cfg.steps  # a finished donor: the copy is finished too
         old = dict(m.hparams)
         base = dict(d_hparams) if cfg.inherit_hparams or finished else dict(m.hparams)
@@ -374,7 +375,7 @@ class _Scheduler:
             base, ops = self._explore(base, m)
         # the copy carries the donor's weights and their age; it keeps its own latest score
         # (not the donor's) until it reports: see "How exploit ranks" in the README
-        m.hparams, m.checkpoint, m.step = base, d_ckpt, d_step
+        m.hparams, m.checkpoint, m.step, m.lineage = base, d_ckpt, d_step, d_lineage
         m.baseline = d_history[-1] if d_history and math.isfinite(d_history[-1]) else None
         self._rank(m)
         out = [Decision(m.member_id, at, "exploit", dict(base), d_ckpt,
@@ -392,14 +393,11 @@ class _Scheduler:
         return Decision(m.member_id, m.step, "stop", dict(m.hparams), m.checkpoint, 0)
 
     def _donor(self, donor_id: int, frozen: Mapping[int, Donor] | None) -> Donor:
-        if frozen is not None:
-            d_ckpt, d_hparams, d_step, d_history = frozen[donor_id]
-        else:  # async: one decision at a time, the live state is the snapshot's
-            d = self.members[donor_id]
-            d_ckpt, d_hparams, d_step, d_history = d.checkpoint, d.hparams, d.step, d.history
-        if d_ckpt is None:
+        # async: one decision at a time, the live state is the snapshot's
+        donor = frozen[donor_id] if frozen is not None else _donor_of(self.members[donor_id])
+        if donor.checkpoint is None:
             raise RuntimeError(f"donor {donor_id} has no checkpoint")  # snapshot guarantees one
-        return d_ckpt, d_hparams, d_step, d_history
+        return donor
 
     def _explore(self, hparams: dict[str, Any],
                  m: MemberState) -> tuple[dict[str, Any], dict[str, str]]:
@@ -422,6 +420,7 @@ class _Scheduler:
         old = dict(m.hparams)
         # fresh weights are 0 steps old: they train the whole budget again
         m.hparams, m.checkpoint, m.step = self.space.sample(self.rng), None, 0
+        m.lineage = m.member_id  # fresh weights descend from no one
         m.baseline = None
         self._rank(m)
         return Decision(m.member_id, m.reported, "reinit", dict(m.hparams), None,
@@ -449,8 +448,7 @@ class AsyncScheduler(_Scheduler):
         # score, and the reporter could pick it as a donor: a copy of itself)
         if not waiters:
             return self._decide(m, self.snapshot(m))
-        pinned = _Pinned(self.members, m.member_id, (m.checkpoint, dict(m.hparams), m.step,
-                                                     list(m.history)))
+        pinned = _Pinned(self.members, m.member_id, _donor_of(m, copy=True))
         own = self._decide(m, self.snapshot(m))
         released = [d for r in waiters for d in self._release(self.members[r], m, pinned)]
         return released + own
@@ -465,7 +463,7 @@ class AsyncScheduler(_Scheduler):
 
     def _release(self, m: MemberState, donor: MemberState,
                  donors: Mapping[int, Donor]) -> list[Decision]:
-        if donors[donor.member_id][2] < m.step and not donor.done:
+        if donors[donor.member_id].step < m.step and not donor.done:
             # its weights are still younger (it failed, or has just copied younger
             # ones itself): wait for its next report
             self._waiters.setdefault(donor.member_id, set()).add(m.member_id)
@@ -514,8 +512,7 @@ class _Pinned(Mapping[int, Donor]):
     def __getitem__(self, member_id: int) -> Donor:
         if member_id == self._id:
             return self._state
-        d = self._members[member_id]
-        return d.checkpoint, d.hparams, d.step, d.history
+        return _donor_of(self._members[member_id])
 
     def __iter__(self):
         return iter(self._members)
@@ -562,6 +559,13 @@ __all__ = [
     "AsyncScheduler", "Decision", "MemberState", "NoProgress", "PBTConfig", "Report", "SyncScheduler",
     "make_scheduler", "orient", "quantile_count",
 ]
+
+
+def _donor_of(m: MemberState, copy: bool = False) -> Donor:
+    """What a copy of ``m`` would take; ``copy``: a snapshot later changes cannot reach."""
+    if copy:
+        return Donor(m.checkpoint, dict(m.hparams), m.step, list(m.history), m.lineage)
+    return Donor(m.checkpoint, m.hparams, m.step, m.history, m.lineage)
 
 
 def _tiebreak(seed: int, member_id: int, step: int) -> float:

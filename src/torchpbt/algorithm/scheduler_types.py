@@ -66,7 +66,16 @@ def plan_reads(mix: Mapping[str, Any] | None) -> tuple[str, ...]:
     return (donor,) if donor else ()
 
 
-Donor = tuple[str | None, dict[str, Any], int, list[float]]  # checkpoint, hparams, step, history
+class Donor(NamedTuple):
+    """What a copy takes from its donor, as of the decision's snapshot."""
+
+    checkpoint: str | None
+    hparams: dict[str, Any]
+    step: int
+    history: list[float]
+    lineage: int  # the initial member the donor's weights descend from
+
+
 HISTORY = 100  # scores kept per member for exploit (TTest uses the last `window`)
 
 
@@ -96,6 +105,13 @@ class MemberState:
     awaiting: int | None = None
     await_reason: str = ""
     await_plan: PlanRef | None = None  # an architecture strategy's plan, kept while it waits
+    # the initial member its weights descend from (a copy takes the donor's; fresh
+    # weights start their own): what Truncation(max_lineage_share=...) counts
+    lineage: int = -1
+
+    def __post_init__(self) -> None:
+        if self.lineage < 0:
+            self.lineage = self.member_id
 
     @property
     def latest(self) -> float | None:
