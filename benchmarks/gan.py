@@ -2,9 +2,9 @@
 
 Per seed, three runs of P members × S steps on the serial backend (one step =
 one discriminator + one generator update): PBT (the example's
-Truncation(0.25, max_lineage_share=0.5) + Perturb()), random search (the same sampled initial population, checked;
-exploit=None, explore=None) and a fixed grid of P hparam sets (the common
-GAN settings: equal lrs for G and D, β1 0 or 0.5). Every run's member-steps are
+Truncation(0.25, max_lineage_share=0.5) + Perturb()), random search (the same
+sampled initial population, checked; exploit=None, explore=None) and a fixed
+grid of P hparam sets (the common GAN settings: equal lrs for G and D, β1 0 or 0.5). Every run's member-steps are
 counted from its intervals and must equal P × S. Recorded per run: the best
 member's final score (mode-matched mass on the 2,000 fixed-noise samples it was
 selected on), the same score on 10,000 fresh samples (no selection bias:
@@ -18,8 +18,8 @@ still score ~0 for their first ~800 steps, so the collapsed one wins the first
 rankings. With plain truncation the whole population soon descends from it
 and stays collapsed (one lineage in every seed); max_lineage_share=0.5 lets
 one initial member's descendants hold at most half the population, so slow
-starters in the other half live on. Welch and paired t-tests over ≥ 10 seeds; runs go
-two at a time (one thread each).
+starters in the other half live on. Welch and paired t-tests over ≥ 10 seeds;
+runs go two at a time (one thread each).
 
     python benchmarks/gan.py            # 10 seeds × 8 members × 2,000 steps, serial
     python benchmarks/gan.py --quick    # 2 seeds, tiny budget
