@@ -6,10 +6,11 @@ Truncation(0.25, max_lineage_share=0.5) + Perturb()), random search (the same
 sampled initial population, checked; exploit=None, explore=None) and a fixed
 grid of P hparam sets (the common GAN settings: equal lrs for G and D, β1 0 or
 0.5). Every run's member-steps are counted from its intervals and must equal
-P × S. Recorded per run: the best member's final score (mode-matched mass on the 2,000 fixed-noise samples it was
-selected on), the same score on 10,000 fresh samples (no selection bias:
-"test", the primary score), its modes covered, how many final members are
-collapsed (at most 2 of the 8 modes covered) and how many distinct initial
+P × S. Recorded per run: the best member's final score (mode-matched mass on
+the 2,000 fixed-noise samples it was selected on), the same score on 10,000
+fresh samples (no selection bias: "test", the primary score), its modes
+covered, how many final members are collapsed (at most 2 of the 8 modes
+covered) and how many distinct initial
 members the final population descends from (its diversity).
 
 Why diversity is recorded, and kept: a generator collapsed onto one to three
