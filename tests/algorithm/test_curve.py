@@ -110,3 +110,28 @@ def test_a_leader_is_compared_with_the_others_at_its_own_age():
     assert s.snapshot(s.members[0]).ranking.rank_of(0) == 3  # at age 30 it is the worst
     # its donor (best at age 30) is member 1, or one still at 20 that it waits for
     assert [d.action for d in out] == ["exploit"] or s.members[0].awaiting is not None
+
+
+def test_the_curve_is_not_committed_with_each_step_but_replayed_from_the_scores():
+    """The curve changes with every report, so the per-step global state leaves it out;
+    replaying the logged (step, score) pairs, failures and a minimised score included,
+    gives the same curve bit for bit."""
+    space = Space({"lr": Float(1e-3, 1.0, log=True)})
+    s = AsyncScheduler(space, PBTConfig(4, 10, 60, mode="min"), Truncation(0.25), None, seed=3)
+    s.start()
+    rng, log = random.Random(0), []
+    for step in range(10, 61, 10):
+        for i in range(4):
+            failed = rng.random() < 0.1
+            score = math.nan if failed else rng.random() * step
+            s.report(Report(i, step, score, None if failed else f"c{i}@{step}", failed))
+            log.append((step, None if failed else score))
+    assert "curve" not in s.global_state() and s.curve.state()
+    t = AsyncScheduler(space, PBTConfig(4, 10, 60, mode="min"), Truncation(0.25), None, seed=3)
+    t.replay_scores(log)
+    assert t.curve.state() == s.curve.state()
+    t.replay_scores(log)  # a second replay starts over
+    assert t.curve.state() == s.curve.state()
+    u = AsyncScheduler(space, PBTConfig(4, 10, 60, mode="min"), Truncation(0.25), None, seed=3)
+    u.load_state_dict(s.state_dict())  # the whole state in one dict still holds it
+    assert u.curve.state() == s.curve.state()

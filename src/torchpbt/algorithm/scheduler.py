@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, cast
 
@@ -98,11 +98,14 @@ class _Scheduler:
     # same with 10 members or 10,000.
     def global_state(self) -> dict[str, Any]:
         """JSON-able state shared by all members: the RNG, the refused checkpoints and what
-        an explore that learns (torchpbt.PB2) has observed (bounded by its history size)."""
+        an explore that learns (torchpbt.PB2) has observed (bounded by its history size).
+
+        Not the learning curve: it changes with every report, and it is a function of the
+        scores reported, which the store logs anyway; :meth:`replay_scores` rebuilds it."""
         return {"rng": self._encode_rng(self.rng), "bad_checkpoints": sorted(self.bad_checkpoints),
                 "observations": [[o.time, o.hparams, o.improvement]
                                  for o in self.observations],
-                "failures_in_a_row": self.failures_in_a_row, "curve": self.curve.state()}
+                "failures_in_a_row": self.failures_in_a_row}
 
     def member_state(self, member_id: int) -> dict[str, Any]:
         """JSON-able state of one member; changes only when it reports or is decided."""
@@ -123,7 +126,15 @@ class _Scheduler:
         self.observations = [Observation(t, self.space.coerce(h), y)
                              for t, h, y in state.get("observations", [])]
         self.failures_in_a_row = int(state.get("failures_in_a_row", 0))
-        self.curve.load(state.get("curve", []))  # older runs kept none: it refills
+
+    def replay_scores(self, scores: Iterable[tuple[int, float | None]]) -> None:
+        """Rebuild the learning curve from every ``(step, score)`` reported so far, in the
+        order reported (the store's score log; None: a failed interval), so a resumed run
+        compares ages exactly as the uninterrupted one did."""
+        self.curve.load([])
+        for step, score in scores:
+            if score is not None:
+                self.curve.record(step, orient(score, self.config.mode))  # skips non-finite
 
     def load_member_state(self, d: Mapping[str, Any]) -> None:
         """Load one member (after :meth:`load_global_state`: its refused checkpoints)."""
@@ -149,11 +160,12 @@ class _Scheduler:
 
     def state_dict(self) -> dict[str, Any]:
         """The whole state in one JSON-able dict, so a crashed controller can resume."""
-        return {**self.global_state(),
+        return {**self.global_state(), "curve": self.curve.state(),
                 "members": [self.member_state(i) for i in self.members]}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.load_global_state(state)
+        self.curve.load(state.get("curve", []))
         for d in state["members"]:
             self.load_member_state(d)
 

@@ -84,6 +84,7 @@ class Controller:
         """Load a committed state; return the intervals that were running at the crash."""
         self.run_id = run_id
         self.scheduler.load_global_state(state["scheduler"])
+        self.scheduler.replay_scores((r["step"], r["score"]) for r in self.store.scores(run_id))
         tasks = []
         for member_id, part in self.store.member_states(run_id).items():
             self.scheduler.load_member_state(part["scheduler"])
