@@ -13,6 +13,16 @@ these. The scheduler calls them in this way:
 - an **explore** strategy: ``explore(hparams, space, rng)`` returns new hparams, or
   ``(hparams, operations)``; one that learns from past intervals (torchpbt.PB2) says
   how many it wants in ``history_size`` and takes ``context=``.
+
+Optional attributes, read with a default when a strategy lacks them (so a plain
+function is a full strategy):
+
+- exploit ``quantile`` (default 0.25): a failed member is replaced from this top
+  share of the population, whatever the exploit rule (``pick_replacement``).
+- explore ``history_size`` (default 0): how many past intervals it is shown.
+- explore ``check_space(space)``: called once before a run starts, to refuse a
+  search space it cannot handle with a clear message (PB2 refuses unordered
+  categorical hparams).
 """
 
 from __future__ import annotations
