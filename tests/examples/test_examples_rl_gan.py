@@ -145,6 +145,19 @@ def test_gan_score_separates_true_collapsed_and_blurred_samples():
     assert four["modes"] == 4 and 0.45 < four["matched_mass"] <= 0.5
 
 
+def test_gan_score_credits_every_mode_before_the_samples_are_sharp():
+    """Near all 8 modes but blurred (std 4× the true one) against sharp on 3 modes: the
+    3-std mass alone prefers the collapsed generator, the member's score the other."""
+    g = torch.Generator().manual_seed(1)
+    k = torch.arange(4000)
+    blurred = gan.CENTRES[k % 8] + 4 * gan.STD * torch.randn(4000, 2, generator=g)
+    collapsed = gan.CENTRES[k % 3] + gan.STD * torch.randn(4000, 2, generator=g)
+    assert gan.mode_stats(blurred)["matched_mass"] < gan.mode_stats(collapsed)["matched_mass"]
+    assert gan.score(blurred) > gan.score(collapsed) + 0.1
+    sharp = gan.real_samples(4000, g)  # sharp samples score the same at every radius
+    assert gan.score(sharp) == pytest.approx(gan.mode_stats(sharp)["matched_mass"], abs=0.02)
+
+
 def test_gan_learns_on_a_tiny_budget():
     hp = {"lr_g": 1e-2, "d_ratio": 1.0, "beta1": 0.5}
     seed_everything(0)
