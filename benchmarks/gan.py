@@ -1,17 +1,18 @@
 """Task (c): PBT vs random search vs a grid on the GAN of examples/gan.py, equal compute.
 
 Per seed, three runs of P members × S steps on the serial backend (one step =
-one discriminator + one generator update): PBT (the example's
-Truncation(0.25, max_lineage_share=0.5) + Perturb()), random search (the same
-sampled initial population, checked; exploit=None, explore=None) and a fixed
-grid of P hparam sets (the common GAN settings: equal lrs for G and D, β1 0 or
-0.5). Every run's member-steps are counted from its intervals and must equal
-P × S. Recorded per run: the best member's final score (the example's score:
+one discriminator + one generator update): PBT (the example's Truncation(0.25,
+max_lineage_share=0.5) + Perturb()), random search (the same sampled initial
+population, checked; exploit=None, explore=None) and a fixed grid of P hparam
+sets (the common GAN settings: equal lrs for G and D, β1 0 or 0.5). Every
+run's member-steps are counted from its intervals and must equal P × S.
+Recorded per run: the best member's final score (the example's score:
 mode-matched mass averaged over 3 and 10 std, on the 2,000 fixed-noise samples
 it was selected on), its mode-matched mass within 3 std on 10,000 fresh
-samples (no selection bias: "test", the primary score), its modes covered, how many final members are collapsed (at most 2 of the 8 modes
-covered) and how many distinct initial
-members the final population descends from (its diversity).
+samples (no selection bias: "test", the primary score), its modes covered, how
+many final members are collapsed (at most 2 of the 8 modes covered) and how
+many distinct initial members the final population descends from (its
+diversity).
 
 Why diversity is recorded, and kept: a generator collapsed onto one to three
 modes has a 3-std mass of 0.125-0.375 early, while members that will cover

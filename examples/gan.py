@@ -62,8 +62,8 @@ SPACE = {
 
 
 # Early on, a generator collapsed onto a few modes can outscore members that will cover
-# all eight but are not sharp yet; copied by plain truncation, it soon becomes every member's
-# ancestor. The cap keeps one initial member's descendants to half the population.
+# all eight but are not sharp yet; copied by plain truncation, it soon becomes every
+# member's ancestor. The cap keeps one initial member's descendants to half the population.
 EXPLOIT = pbt.Truncation(0.25, max_lineage_share=0.5)
 
 
