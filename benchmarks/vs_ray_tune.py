@@ -20,7 +20,7 @@ Pure compute: the same training with no framework (toy: the member's own
 train/evaluate in a plain loop; MNIST: benchmarks/overhead.py's hand-written
 loop split over 2 processes, timed after warm-up). Toy floor: the pure loop plus
 one checkpoint file and one SQLite commit per interval, what DESIGN.md's resume
-asks of any tool (``floor_toy``), so a torchpbt/pure goal can be read against it.
+asks of any tool (``floor_toy``), so the torchpbt/pure ratio can be read against it.
 
     python benchmarks/vs_ray_tune.py            # 3 seeds (about 15 minutes on 2 cores)
     python benchmarks/vs_ray_tune.py --quick    # 1 seed, small budgets
@@ -322,8 +322,9 @@ def main(argv=None) -> None:
     summary = {"ray_init_seconds": ray_init}
     for w in cfgs:
         summary.update(summarise(w, [r for r in rows if r["workload"] == w]))
+    # toy_torchpbt_over_pure is reported without a goal: the team replaced the toy's
+    # "<= 2x pure" with the vectorized backend's goals (benchmarks/vectorized.py)
     goals = {k: g for k, g in {"toy_torchpbt_over_ray": C.goal(0.1, "<="),
-                                "toy_torchpbt_over_pure": C.goal(2.0, "<="),
                                 "mnist_torchpbt_over_pure": C.goal(1.05, "<=")}.items()
              if k in summary}
     import ray as _ray
@@ -398,8 +399,10 @@ def _notes(s: dict, goals: dict, cfgs: dict, rows: list[dict]) -> str:
             f"saved to a new file by temp file and rename, one SQLite transaction of one row), "
             f"no framework: {s['toy_floor_seconds']:.3f}s, {s['toy_floor_over_pure']:.1f}× "
             f"pure compute; torchpbt is {s['toy_torchpbt_over_floor']:.1f}× that floor. A "
-            f"torchpbt/pure goal below {s['toy_floor_over_pure']:.1f} cannot be met on this "
-            "machine by a tool that records each interval for resume.")
+            f"torchpbt/pure ratio below {s['toy_floor_over_pure']:.1f} cannot be reached on "
+            "this machine by a tool that records each interval for resume; the toy's old "
+            "'<= 2x pure' goal was replaced by benchmarks/vectorized.py's goals (a "
+            "population trained as one vectorized model).")
     for key, g in goals.items():
         if not C.goal_met(s[key], g):
             parts.append(f"MISSED: {key} = {s[key]:.3f}, goal {g['op']} {g['value']}.")
