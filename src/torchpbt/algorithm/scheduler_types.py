@@ -3,6 +3,7 @@ per-member state and the run's PBT settings (validated here, before any work).""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
@@ -118,6 +119,34 @@ class MemberState:
         """What exploit ranks it by: its latest reported score. A copy and a reinit keep
         their history, so every member that has reported holds exactly one score."""
         return self.history[-1] if self.history else None
+
+
+def member_to_json(m: MemberState, scored: bool) -> dict[str, Any]:
+    """One member's state as strict JSON (``scored``: it has reported a score once)."""
+    return {"member_id": m.member_id, "hparams": m.hparams, "step": m.step,
+            "checkpoint": m.checkpoint, "done": m.done, "tiebreak": m.tiebreak,
+            "baseline": m.baseline, "reported": m.reported, "scored": scored,
+            "awaiting": m.awaiting, "await_reason": m.await_reason,
+            "await_plan": None if m.await_plan is None else list(m.await_plan),
+            "lineage": m.lineage,
+            # strict JSON has no -Infinity (PostgreSQL rejects it): a failure is null
+            "history": [x if math.isfinite(x) else None for x in m.history]}
+
+
+def member_from_json(d: Mapping[str, Any], hparams: dict[str, Any]) -> tuple[MemberState, bool]:
+    """The inverse of :func:`member_to_json` (``hparams`` already coerced to the space);
+    fields older runs did not keep get what those runs meant."""
+    m = MemberState(
+        d["member_id"], hparams, d["step"], d["checkpoint"],
+        [-math.inf if x is None else float(x) for x in d["history"]], d["done"],
+        float(d.get("tiebreak", 0.0)),  # schema 2 drew none: ties fall to member ids
+        d.get("baseline"),
+    )
+    m.reported = int(d.get("reported", m.step))
+    m.lineage = int(d.get("lineage", m.member_id))  # older runs kept none: its own
+    m.awaiting, m.await_reason = d.get("awaiting"), d.get("await_reason", "")
+    m.await_plan = PlanRef(*d["await_plan"]) if d.get("await_plan") else None
+    return m, bool(d.get("scored", m.step > 0))
 
 
 @dataclass(frozen=True)
