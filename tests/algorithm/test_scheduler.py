@@ -716,6 +716,20 @@ def test_fresh_weights_start_their_own_lineage():
     assert d.action == "reinit" and s.members[1].lineage == 1
 
 
+def test_a_failed_member_is_replaced_within_the_exploits_lineage_cap():
+    # 4 members, Truncation(0.5, cap 0.5 = 2): members 0 and 1 are both of lineage 0,
+    # the top two; member 3 fails and is replaced from the top half with room: member 2
+    for seed in range(20):
+        s = make(population=4, ready_every=10, steps=40, seed=seed,
+                 exploit=Truncation(0.5, max_lineage_share=0.5))
+        s.start()
+        s.members[1].lineage = 0  # as if it had copied member 0 once
+        for mid, score in ((0, 9.0), (1, 8.0), (2, 7.0)):
+            s.report(rep(mid, 10, score))
+        d = only(s.report(rep(3, 10, 0.0, failed=True)))
+        assert (d.action, d.donor_id, s.members[3].lineage) == ("exploit", 2, 2)
+
+
 def test_sync_copies_take_the_lineage_of_the_snapshot():
     # member 1 copies 0 and member 2 copies 1 in the same generation: 2 gets 1's weights
     # as of the snapshot, so lineage 1, even though 1 itself has just become lineage 0

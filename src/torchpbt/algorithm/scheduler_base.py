@@ -275,7 +275,8 @@ class Scheduler:
         donor_id, reason = None, ""
         if failed:
             q = getattr(self.exploit, "quantile", 0.25) or 0.25
-            donor_id = pick_replacement(me, population, self.rng, q)
+            donor_id = pick_replacement(me, population, self.rng, q,
+                                        getattr(self.exploit, "max_lineage_share", None))
             reason = "failed"
             if donor_id is None:
                 if m.checkpoint is None or m.checkpoint in self.bad_checkpoints:

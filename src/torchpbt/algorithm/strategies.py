@@ -19,6 +19,8 @@ function is a full strategy):
 
 - exploit ``quantile`` (default 0.25): a failed member is replaced from this top
   share of the population, whatever the exploit rule (``pick_replacement``).
+- exploit ``max_lineage_share`` (default None): that replacement prefers donors whose
+  lineage holds less than this share of the population (``Truncation``'s cap).
 - explore ``history_size`` (default 0): how many past intervals it is shown.
 - explore ``check_space(space)``: called once before a run starts, to refuse a
   search space it cannot handle with a clear message (PB2 refuses unordered
