@@ -18,7 +18,7 @@ from typing import Any
 from .exploit import MemberView, quantile_count
 from .population import AgedRanking, Population
 from .progress import MAX_FAILURES, NoProgress
-from .scheduler_base import Scheduler, _donor_of, orient
+from .scheduler_base import Scheduler, donor_of, orient
 from .scheduler_types import Decision, Donor, MemberState, PBTConfig, Report
 
 
@@ -41,7 +41,7 @@ class AsyncScheduler(Scheduler):
         # score, and the reporter could pick it as a donor: a copy of itself)
         if not waiters:
             return self._decide(m, self.snapshot(m))
-        pinned = _Pinned(self.members, m.member_id, _donor_of(m, copy=True))
+        pinned = _Pinned(self.members, m.member_id, donor_of(m, copy=True))
         own = self._decide(m, self.snapshot(m))
         released = [d for r in waiters for d in self._release(self.members[r], m, pinned)]
         return released + own
@@ -96,13 +96,13 @@ class SyncScheduler(Scheduler):
             self._waiting[d["member_id"]] = self.members[d["member_id"]]
 
     def frozen_snapshot(self) -> _Frozen:
-        """The same, frozen: later reports and copies do not change it (O(n))."""
+        """Like :meth:`snapshot`, but frozen: later reports and copies do not change it (O(n))."""
         ranking = self.ranking.copy()
         return _Frozen(self, ranking, {i: self._view(i) for i in self.members if i in ranking})
 
     def _frozen(self) -> dict[int, Donor]:
         """Donor states as of the snapshot, so copies made in a batch cannot leak into it."""
-        return {m.member_id: _donor_of(m, copy=True) for m in self.members.values()}
+        return {m.member_id: donor_of(m, copy=True) for m in self.members.values()}
 
 
 class _Pinned(Mapping[int, Donor]):
@@ -114,7 +114,7 @@ class _Pinned(Mapping[int, Donor]):
     def __getitem__(self, member_id: int) -> Donor:
         if member_id == self._id:
             return self._state
-        return _donor_of(self._members[member_id])
+        return donor_of(self._members[member_id])
 
     def __iter__(self):
         return iter(self._members)

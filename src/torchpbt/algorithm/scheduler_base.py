@@ -371,7 +371,7 @@ class Scheduler:
 
     def _donor(self, donor_id: int, frozen: Mapping[int, Donor] | None) -> Donor:
         # async: one decision at a time, the live state is the snapshot's
-        donor = frozen[donor_id] if frozen is not None else _donor_of(self.members[donor_id])
+        donor = frozen[donor_id] if frozen is not None else donor_of(self.members[donor_id])
         if donor.checkpoint is None:
             raise RuntimeError(f"donor {donor_id} has no checkpoint")  # snapshot guarantees one
         return donor
@@ -406,7 +406,7 @@ class Scheduler:
                         reason="failed, no member has a checkpoint", from_step=0)
 
 
-def _donor_of(m: MemberState, copy: bool = False) -> Donor:
+def donor_of(m: MemberState, copy: bool = False) -> Donor:
     """What a copy of ``m`` would take; ``copy``: a snapshot later changes cannot reach."""
     if copy:
         return Donor(m.checkpoint, dict(m.hparams), m.step, list(m.history), m.lineage)
